@@ -1,0 +1,62 @@
+import os from 'node:os';
+import { z } from 'zod';
+
+/**
+ * Every setting pgwarden reads, with its default. Sources, strongest first: command-line flags,
+ * PGWARDEN_* environment variables, the YAML config file. Unknown keys are errors.
+ */
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:6432');
+
+export const configSchema = z
+  .object({
+    /** Where agents connect. Port 0 picks a free port (tests). */
+    listen: hostPort.default('127.0.0.1:6432'),
+    upstream: z
+      .object({
+        /** postgres://host:port of the real server; user/database come from each client. */
+        url: z
+          .string()
+          .regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL')
+          .default('postgres://127.0.0.1:5432'),
+        sslmode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('prefer'),
+        /** PEM file with the CA that signed the upstream's certificate (verify-ca/verify-full). */
+        sslrootcert: z.string().optional(),
+        connectTimeoutMs: z.number().int().positive().default(10_000),
+      })
+      .strict()
+      .default({ url: 'postgres://127.0.0.1:5432', sslmode: 'prefer', connectTimeoutMs: 10_000 }),
+    /** TLS for clients: both paths set → SSLRequest is answered 'S'; otherwise 'N'. */
+    tls: z
+      .object({ cert: z.string(), key: z.string() })
+      .strict()
+      .optional(),
+    limits: z
+      .object({
+        maxMessageBytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+        maxBatchBytes: z.number().int().min(1024).default(1024 * 1024),
+        maxHeldBytes: z.number().int().min(1024).default(16 * 1024 * 1024),
+        maxClientConnections: z.number().int().positive().default(1000),
+        startupTimeoutMs: z.number().int().positive().default(60_000),
+        shutdownGraceMs: z.number().int().nonnegative().default(30_000),
+      })
+      .strict()
+      .default({
+        maxMessageBytes: 64 * 1024 * 1024,
+        maxBatchBytes: 1024 * 1024,
+        maxHeldBytes: 16 * 1024 * 1024,
+        maxClientConnections: 1000,
+        startupTimeoutMs: 60_000,
+        shutdownGraceMs: 30_000,
+      }),
+    /** Worker processes sharing the listen port; 1 runs everything in one process. */
+    workers: z.number().int().min(1).max(127).default(Math.min(os.availableParallelism(), 127)),
+    /** host:port for GET /healthz (200 while accepting, 503 while draining); off when unset. */
+    healthListen: hostPort.optional(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;

@@ -1,0 +1,54 @@
+import type { PgErrorFields } from './backend.js';
+
+/**
+ * The catalogue of errors pgwarden itself sends to clients. SQLSTATEs come from PostgreSQL's
+ * "Appendix A. PostgreSQL Error Codes"; nothing else in the code writes a code inline.
+ */
+export const SqlState = {
+  ProtocolViolation: '08P01',
+  ConnectionFailure: '08006',
+  ConnectionRejected: '08004', // sqlserver_rejected_establishment_of_sqlconnection
+  FeatureNotSupported: '0A000',
+  InsufficientPrivilege: '42501',
+  SyntaxError: '42601',
+  QueryCanceled: '57014',
+  AdminShutdown: '57P01',
+  CannotConnectNow: '57P03',
+  TooManyConnections: '53300',
+  ProgramLimitExceeded: '54000',
+  InvalidAuthorizationSpecification: '28000',
+  InternalError: 'XX000',
+} as const;
+
+export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];
+
+const fatal = (code: string, message: string, extra: Partial<PgErrorFields> = {}): PgErrorFields => ({
+  severity: 'FATAL',
+  code,
+  message,
+  ...extra,
+});
+
+export const pgError = {
+  protocolViolation: (message: string, code: string = SqlState.ProtocolViolation) => fatal(code, message),
+  startupTimeout: () => fatal(SqlState.ProtocolViolation, 'pgwarden: startup packet not received in time'),
+  tooManyConnections: (max: number) =>
+    fatal(SqlState.TooManyConnections, `pgwarden: sorry, too many clients already (limit ${max})`),
+  shuttingDown: () => fatal(SqlState.CannotConnectNow, 'pgwarden: the proxy is shutting down'),
+  terminatedByShutdown: () =>
+    fatal(SqlState.AdminShutdown, 'pgwarden: terminating connection because the proxy is shutting down'),
+  upstreamUnavailable: () =>
+    fatal(SqlState.ConnectionFailure, 'pgwarden: could not connect to the upstream database server'),
+  upstreamClosed: () => fatal(SqlState.ConnectionFailure, 'pgwarden: the upstream database server closed the connection'),
+  upstreamTlsRequired: () =>
+    fatal(SqlState.ConnectionFailure, 'pgwarden: the upstream server does not support TLS, but upstream sslmode requires it'),
+  replicationRefused: () =>
+    fatal(SqlState.InsufficientPrivilege, 'pgwarden: replication connections are not allowed through the proxy'),
+  missingUser: () => fatal(SqlState.InvalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet'),
+  tlsUnavailable: () => fatal(SqlState.ProtocolViolation, 'pgwarden: TLS is not configured on this proxy'),
+  dataBeforeTls: () =>
+    fatal(SqlState.ProtocolViolation, 'received unencrypted data after SSL request', {
+      hint: 'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.',
+    }),
+  idleTimeout: () => fatal(SqlState.AdminShutdown, 'pgwarden: terminating connection due to idle timeout'),
+};

@@ -1,0 +1,20 @@
+import type { TxStatus } from '../protocol/codes.js';
+
+/** What the decision step may know about a connection (read-only view of the session). */
+export interface SessionInfo {
+  readonly id: number;
+  /** Startup parameters as the client sent them (user, database, application_name, options, ...). */
+  readonly startupParams: ReadonlyMap<string, string>;
+  readonly user: string;
+  readonly database: string;
+  readonly clientAddress: string;
+  readonly tls: boolean;
+  /** Transaction status from the last ReadyForQuery. */
+  readonly txStatus: TxStatus;
+  /** Run-time parameters the server reported (ParameterStatus). */
+  readonly serverParams: ReadonlyMap<string, string>;
+  /** Protocol-level prepared statements: name ('' = unnamed) → SQL text. */
+  readonly statements: ReadonlyMap<string, string>;
+  /** Protocol-level portals: name → statement name they were bound from. */
+  readonly portals: ReadonlyMap<string, string>;
+}

@@ -1,0 +1,611 @@
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import type { Logger } from '../logger.js';
+import { AuthCode, BackendTag, FrontendTag, type TxStatus } from '../protocol/codes.js';
+import { Framer, type Frame } from '../protocol/framer.js';
+import { decodeFrontendMessage, decodeStartupPacket, type StartupPacket } from '../protocol/frontend.js';
+import {
+  SSL_ACCEPT,
+  SSL_REFUSE,
+  authCode,
+  decodeBackendKeyData,
+  decodeBackendMessage,
+  encodeAuthenticationSASL,
+  encodeBackendKeyData,
+  encodeErrorResponse,
+  encodeReadyForQuery,
+  readyForQueryStatus,
+  type PgErrorFields,
+} from '../protocol/backend.js';
+import { encodeCancelRequest, encodeStartupMessage } from '../protocol/frontend-encode.js';
+import { pgError } from '../protocol/pg-error.js';
+import { ProtocolViolation } from '../protocol/protocol-violation.js';
+import type { CancelKeys, CancelTarget } from './cancel-keys.js';
+import type { Decision, RequestJudge } from './decision.js';
+import { OutputBatch } from './output-batch.js';
+import type { Request } from './request.js';
+import { RequestAssembler } from './request-assembler.js';
+import type { SessionInfo } from './session-info.js';
+import { StatementTracker } from './statement-tracker.js';
+import { UpstreamConnectError, connectUpstream, type UpstreamTarget } from './upstream-connect.js';
+
+export interface SessionLimits {
+  maxMessageBytes: number;
+  /** An extended batch larger than this without Sync is judged and forwarded in parts. */
+  maxBatchBytes: number;
+  /** Client bytes buffered while a request waits for its decision; past it the client is paused. */
+  maxHeldBytes: number;
+  startupTimeoutMs: number;
+}
+
+export interface SessionDeps {
+  limits: SessionLimits;
+  upstream: UpstreamTarget;
+  /** Present when the proxy terminates TLS for clients. */
+  tlsContext?: tls.SecureContext;
+  judge: RequestJudge;
+  cancelKeys: CancelKeys;
+  /** Routes a CancelRequest that arrived on this connection to the session owning the key. */
+  routeCancel(processId: number, secretKey: Buffer): void;
+  log: Logger;
+  onClose(session: Session): void;
+}
+
+/**
+ * Connection phases (pg-gateway's ServerStep, one switch per direction):
+ *   startup     reading SSLRequest / GSSENCRequest / CancelRequest / StartupMessage
+ *   connecting  StartupMessage received, opening the upstream connection
+ *   auth        relaying authentication between client and upstream
+ *   ready       judging requests and relaying results
+ *   closed
+ */
+type Phase = 'startup' | 'connecting' | 'auth' | 'ready' | 'closed';
+
+let nextSessionId = 1;
+
+export class Session implements SessionInfo, CancelTarget {
+  readonly id = nextSessionId++;
+  readonly clientAddress: string;
+  startupParams: ReadonlyMap<string, string> = new Map();
+  tls = false;
+  txStatus: TxStatus = 'I';
+  readonly serverParams = new Map<string, string>();
+  private readonly tracker = new StatementTracker();
+
+  private phase: Phase = 'startup';
+  private client: Socket;
+  private upstream: Socket | null = null;
+  private readonly clientFramer: Framer;
+  private readonly serverFramer: Framer;
+  private readonly assembler: RequestAssembler;
+  private readonly toUpstream = new OutputBatch();
+  private readonly toClient = new OutputBatch();
+  private readonly log: Logger;
+
+  /** Client frames are not processed while set: a decision or an ordered reply is pending. */
+  private waiting = false;
+  private decisionAbort: AbortController | null = null;
+  /** Replies pgwarden wrote itself that must follow the responses still owed by the server. */
+  private orderedReplies: Buffer[] = [];
+  /** Queries, Syncs and FunctionCalls forwarded whose ReadyForQuery has not arrived yet. */
+  private outstanding = 0;
+  /** After a denied partial batch, the server's rule: discard until Sync, then ReadyForQuery. */
+  private discardUntilSync = false;
+  private copyIn = false;
+  private lastForwardedSyncedExtended = false;
+  private negotiations = 0;
+  private upstreamKey: { processId: number; secretKey: Buffer } | null = null;
+  private ourProcessId: number | null = null;
+  private startupTimer: NodeJS.Timeout | null;
+  private clientPaused = false;
+  private upstreamNeedsDrain = false;
+  private clientNeedsDrain = false;
+  private shuttingDown = false;
+  private serverSentFatal = false;
+
+  constructor(
+    socket: Socket,
+    private readonly deps: SessionDeps,
+  ) {
+    this.client = socket;
+    this.clientAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`;
+    this.log = deps.log.child({ session: this.id, client: this.clientAddress });
+    this.clientFramer = new Framer(deps.limits.maxMessageBytes, 'startup');
+    this.serverFramer = new Framer(Number.MAX_SAFE_INTEGER, 'typed');
+    this.assembler = new RequestAssembler(deps.limits.maxBatchBytes);
+    socket.setNoDelay(true);
+    this.attachClient(socket);
+    this.startupTimer = setTimeout(() => this.fail(pgError.startupTimeout()), deps.limits.startupTimeoutMs);
+  }
+
+  // ---- SessionInfo ----
+  get user(): string {
+    return this.startupParams.get('user') ?? '';
+  }
+  get database(): string {
+    return this.startupParams.get('database') ?? this.user;
+  }
+  get statements(): ReadonlyMap<string, string> {
+    return this.tracker.statements;
+  }
+  get portals(): ReadonlyMap<string, string> {
+    return this.tracker.portals;
+  }
+  get isIdle(): boolean {
+    return this.phase !== 'ready' || (this.outstanding === 0 && !this.waiting && this.txStatus === 'I');
+  }
+
+  // ---- client side ----
+
+  private attachClient(socket: Socket): void {
+    socket.on('data', this.onClientData);
+    socket.on('drain', this.onClientDrain);
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onClientClose);
+  }
+
+  private detachClient(socket: Socket): void {
+    socket.off('data', this.onClientData);
+    socket.off('drain', this.onClientDrain);
+    socket.off('error', this.onSocketError);
+    socket.off('close', this.onClientClose);
+  }
+
+  private readonly onClientData = (chunk: Buffer): void => {
+    this.clientFramer.push(chunk);
+    this.pumpClient();
+  };
+
+  private readonly onClientDrain = (): void => {
+    this.clientNeedsDrain = false;
+    this.upstream?.resume();
+  };
+
+  private readonly onSocketError = (err: Error): void => {
+    this.log.debug({ err: { code: (err as NodeJS.ErrnoException).code, message: err.message } }, 'socket error');
+    this.close();
+  };
+
+  private readonly onClientClose = (): void => {
+    this.close();
+  };
+
+  private pumpClient(): void {
+    try {
+      let frame: Frame | null;
+      while (!this.waiting && this.phase !== 'closed' && this.phase !== 'connecting' && (frame = this.clientFramer.next())) {
+        this.onClientFrame(frame);
+      }
+    } catch (err) {
+      this.onClientError(err);
+      return;
+    }
+    this.flushUpstream();
+    this.updateClientFlow();
+  }
+
+  private onClientError(err: unknown): void {
+    if (err instanceof ProtocolViolation) {
+      this.log.info({ sqlstate: err.sqlstate, reason: err.message }, 'protocol violation from client');
+      this.fail(pgError.protocolViolation(err.message, err.sqlstate));
+    } else {
+      this.log.error({ err }, 'internal error while handling client input');
+      this.fail({ severity: 'FATAL', code: 'XX000', message: 'pgwarden: internal error' });
+    }
+  }
+
+  private onClientFrame(frame: Frame): void {
+    switch (this.phase) {
+      case 'startup':
+        this.onStartupPacket(decodeStartupPacket(frame));
+        return;
+      case 'auth':
+        if (frame.tag === FrontendTag.AuthResponse) {
+          this.toUpstream.push(frame.bytes);
+        } else if (frame.tag === FrontendTag.Terminate) {
+          this.close();
+        } else {
+          throw new ProtocolViolation(`expected authentication response, got message type ${frame.tag}`);
+        }
+        return;
+      case 'ready':
+        this.onReadyFrame(frame);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onStartupPacket(p: StartupPacket): void {
+    switch (p.type) {
+      case 'SSLRequest':
+      case 'GSSENCRequest': {
+        if (++this.negotiations > 2) throw new ProtocolViolation('too many encryption negotiation requests');
+        // Bytes already queued behind the request were sent in plaintext before the handshake:
+        // accepting them would allow injection (CVE-2021-23214 in PostgreSQL's terms).
+        if (this.clientFramer.pendingBytes > 0) {
+          this.fail(pgError.dataBeforeTls());
+          return;
+        }
+        if (p.type === 'SSLRequest' && this.deps.tlsContext && !this.tls) {
+          this.client.write(SSL_ACCEPT);
+          this.upgradeClientToTls(this.deps.tlsContext);
+        } else {
+          // GSS encryption is not offered ('N', not an error: JDBC would reconnect otherwise).
+          this.client.write(SSL_REFUSE);
+        }
+        return;
+      }
+      case 'CancelRequest':
+        // Answering nothing is the protocol: the server just closes the connection.
+        this.deps.routeCancel(p.processId, p.secretKey);
+        this.phase = 'closed';
+        this.client.end();
+        this.cleanup();
+        return;
+      case 'StartupMessage':
+        this.onStartupMessage(p.protocolVersion, p.params);
+        return;
+    }
+  }
+
+  private upgradeClientToTls(secureContext: tls.SecureContext): void {
+    const raw = this.client;
+    this.detachClient(raw);
+    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext });
+    this.client = secure;
+    this.tls = true;
+    this.attachClient(secure);
+  }
+
+  private onStartupMessage(protocolVersion: number, params: Map<string, string>): void {
+    if (!params.get('user')) {
+      this.fail(pgError.missingUser());
+      return;
+    }
+    const replication = params.get('replication');
+    if (replication !== undefined && !['false', 'off', 'no', '0'].includes(replication.toLowerCase())) {
+      this.fail(pgError.replicationRefused());
+      return;
+    }
+    this.startupParams = params;
+    this.clientFramer.mode = 'typed';
+    this.phase = 'connecting';
+    this.log.info(
+      { user: this.user, database: this.database, application_name: params.get('application_name') ?? '', tls: this.tls },
+      'client connected',
+    );
+    const startup = encodeStartupMessage(protocolVersion, params);
+    connectUpstream(this.deps.upstream).then(
+      (socket) => this.onUpstreamConnected(socket, startup),
+      (err: unknown) => {
+        const reason = err instanceof UpstreamConnectError ? err.reason : 'unreachable';
+        this.log.warn({ reason, message: (err as Error).message }, 'upstream connection failed');
+        this.fail(reason === 'tls-required' ? pgError.upstreamTlsRequired() : pgError.upstreamUnavailable());
+      },
+    );
+  }
+
+  private onUpstreamConnected(socket: Socket, startup: Buffer): void {
+    if (this.phase === 'closed') {
+      socket.destroy();
+      return;
+    }
+    this.upstream = socket;
+    socket.on('data', this.onServerData);
+    socket.on('drain', this.onUpstreamDrain);
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onUpstreamClose);
+    socket.resume();
+    socket.write(startup);
+    this.phase = 'auth';
+    this.pumpClient();
+  }
+
+  private onReadyFrame(frame: Frame): void {
+    const msg = decodeFrontendMessage(frame);
+    if (msg.type === 'Terminate') {
+      this.flushUpstream();
+      this.upstream?.write(frame.bytes);
+      this.close();
+      return;
+    }
+    if (msg.type === 'AuthResponse') throw new ProtocolViolation('unexpected authentication message after startup');
+    for (const request of this.assembler.add(frame, msg)) {
+      this.onRequest(request);
+    }
+  }
+
+  private onRequest(request: Request): void {
+    if (request.kind === 'copy-data') {
+      // COPY FROM STDIN payload belongs to a COPY statement that was already judged.
+      this.forward(request);
+      return;
+    }
+    if (this.discardUntilSync) {
+      if (request.end === 'Sync') {
+        this.discardUntilSync = false;
+        this.replyInOrder([encodeReadyForQuery(this.txStatus)]);
+      }
+      return;
+    }
+    const abort = new AbortController();
+    let decision: Decision | Promise<Decision>;
+    try {
+      decision = this.deps.judge.judge(request, this, abort.signal);
+    } catch (err) {
+      this.log.error({ err }, 'decision step failed; refusing the request');
+      decision = { action: 'deny', rule: 'internal-error', error: { severity: 'ERROR', code: 'XX000', message: 'pgwarden: internal error while judging the statement' } };
+    }
+    if (decision instanceof Promise) {
+      this.waiting = true;
+      this.decisionAbort = abort;
+      this.flushUpstream();
+      decision
+        .catch((err: unknown): Decision => {
+          this.log.error({ err }, 'decision step failed; refusing the request');
+          return { action: 'deny', rule: 'internal-error', error: { severity: 'ERROR', code: 'XX000', message: 'pgwarden: internal error while judging the statement' } };
+        })
+        .then((d) => {
+          if (this.phase === 'closed') return;
+          this.waiting = false;
+          this.decisionAbort = null;
+          this.apply(request, d);
+          this.pumpClient();
+        });
+      return;
+    }
+    this.apply(request, decision);
+  }
+
+  private apply(request: Request, decision: Decision): void {
+    if (decision.action === 'allow') {
+      this.forward(request);
+      return;
+    }
+    const reply = [encodeErrorResponse(decision.error)];
+    if (request.kind !== 'extended' || request.end === 'Sync') {
+      reply.push(encodeReadyForQuery(this.txStatus));
+    } else {
+      this.discardUntilSync = true;
+    }
+    this.replyInOrder(reply);
+  }
+
+  private forward(request: Request): void {
+    for (const { frame, msg } of request.messages) {
+      this.tracker.observe(msg);
+      if (msg.type === 'Query' || msg.type === 'FunctionCall' || (msg.type === 'Sync' && !this.copyIn)) {
+        this.outstanding++;
+      }
+      this.toUpstream.push(frame.bytes);
+    }
+    if (request.kind !== 'copy-data') this.lastForwardedSyncedExtended = request.kind === 'extended' && request.end === 'Sync';
+  }
+
+  /**
+   * Writes a reply pgwarden generated. It must not overtake responses the server still owes
+   * for earlier requests, so it waits until every forwarded request has its ReadyForQuery.
+   */
+  private replyInOrder(messages: Buffer[]): void {
+    if (this.outstanding === 0 && !this.copyIn) {
+      for (const m of messages) this.toClient.push(m);
+      this.flushClient();
+      return;
+    }
+    this.orderedReplies.push(...messages);
+    this.waiting = true;
+    this.flushUpstream();
+  }
+
+  private releaseOrderedReplies(): void {
+    if (this.orderedReplies.length === 0 || this.outstanding > 0 || this.copyIn) return;
+    for (const m of this.orderedReplies) this.toClient.push(m);
+    this.orderedReplies = [];
+    this.waiting = false;
+    // Continue with client input that queued up behind the reply.
+    setImmediate(() => this.pumpClient());
+  }
+
+  private flushUpstream(): void {
+    const upstream = this.upstream;
+    if (!upstream || this.toUpstream.length === 0) return;
+    if (!this.toUpstream.flushTo(upstream)) this.upstreamNeedsDrain = true;
+  }
+
+  private readonly onUpstreamDrain = (): void => {
+    this.upstreamNeedsDrain = false;
+    this.updateClientFlow();
+  };
+
+  /** Backpressure towards the client: stop reading while upstream is full or too much is held. */
+  private updateClientFlow(): void {
+    if (this.phase === 'closed') return;
+    const shouldPause = this.upstreamNeedsDrain || this.clientFramer.pendingBytes > this.deps.limits.maxHeldBytes;
+    if (shouldPause && !this.clientPaused) {
+      this.clientPaused = true;
+      this.client.pause();
+    } else if (!shouldPause && this.clientPaused) {
+      this.clientPaused = false;
+      this.client.resume();
+    }
+  }
+
+  // ---- server side ----
+
+  private readonly onServerData = (chunk: Buffer): void => {
+    this.serverFramer.push(chunk);
+    try {
+      let frame: Frame | null;
+      while (this.phase !== 'closed' && (frame = this.serverFramer.next())) {
+        this.onServerFrame(frame);
+      }
+    } catch (err) {
+      this.log.error({ err }, 'malformed message from upstream');
+      this.fail({ severity: 'FATAL', code: '08P01', message: 'pgwarden: invalid message from the upstream server' });
+      return;
+    }
+    this.flushClient();
+    if (this.orderedReplies.length > 0) this.releaseOrderedReplies(), this.flushClient();
+  };
+
+  private flushClient(): void {
+    if (this.toClient.length === 0 || this.phase === 'closed') return;
+    if (!this.toClient.flushTo(this.client) && !this.clientNeedsDrain) {
+      this.clientNeedsDrain = true;
+      this.upstream?.pause();
+    }
+  }
+
+  private onServerFrame(frame: Frame): void {
+    switch (frame.tag) {
+      case BackendTag.ReadyForQuery:
+        this.txStatus = readyForQueryStatus(frame);
+        this.copyIn = false;
+        if (this.phase === 'auth') this.onAuthenticated();
+        else if (this.outstanding > 0) this.outstanding--;
+        this.toClient.push(frame.bytes);
+        if (this.shuttingDown && this.isIdle) this.shutdownNow();
+        return;
+      case BackendTag.Authentication:
+        this.toClient.push(this.phase === 'auth' ? this.rewriteAuthentication(frame) : frame.bytes);
+        return;
+      case BackendTag.BackendKeyData:
+        this.toClient.push(this.issueBackendKey(frame));
+        return;
+      case BackendTag.ParameterStatus: {
+        const m = decodeBackendMessage(frame) as unknown as { parameterName: string; parameterValue: string };
+        this.serverParams.set(m.parameterName, m.parameterValue);
+        this.toClient.push(frame.bytes);
+        return;
+      }
+      case BackendTag.CopyInResponse:
+        this.copyIn = true;
+        // A COPY started by an extended batch: the server ignores the Sync that came with it
+        // ("COPY Operations"), so that Sync will get no ReadyForQuery of its own.
+        if (this.lastForwardedSyncedExtended && this.outstanding > 0) this.outstanding--;
+        this.toClient.push(frame.bytes);
+        return;
+      case BackendTag.ErrorResponse: {
+        const m = decodeBackendMessage(frame) as unknown as { severity?: string };
+        if (m.severity === 'FATAL' || m.severity === 'PANIC') this.serverSentFatal = true;
+        this.toClient.push(frame.bytes);
+        return;
+      }
+      default:
+        this.toClient.push(frame.bytes);
+    }
+  }
+
+  /**
+   * Channel binding cannot pass through a proxy that terminates or originates TLS itself (the
+   * binding data is the TLS endpoint's certificate), so SCRAM-SHA-256-PLUS is removed from the
+   * mechanisms the server offers; plain SCRAM-SHA-256 still authenticates end to end.
+   */
+  private rewriteAuthentication(frame: Frame): Buffer {
+    if (authCode(frame) !== AuthCode.SASL) return frame.bytes;
+    const m = decodeBackendMessage(frame) as unknown as { mechanisms: string[] };
+    const usable = m.mechanisms.filter((name) => !name.endsWith('-PLUS'));
+    if (usable.length === m.mechanisms.length) return frame.bytes;
+    return encodeAuthenticationSASL(usable);
+  }
+
+  private issueBackendKey(frame: Frame): Buffer {
+    const upstreamKey = decodeBackendKeyData(frame);
+    this.upstreamKey = upstreamKey;
+    if (this.ourProcessId !== null) this.deps.cancelKeys.release(this.ourProcessId);
+    const ours = this.deps.cancelKeys.issue(this, Math.max(4, upstreamKey.secretKey.length));
+    this.ourProcessId = ours.processId;
+    return encodeBackendKeyData(ours.processId, ours.secretKey);
+  }
+
+  private onAuthenticated(): void {
+    this.phase = 'ready';
+    if (this.startupTimer) clearTimeout(this.startupTimer);
+    this.startupTimer = null;
+    this.log.debug('session ready');
+  }
+
+  private readonly onUpstreamClose = (): void => {
+    if (this.phase !== 'closed' && !this.serverSentFatal) {
+      this.fail(pgError.upstreamClosed());
+      return;
+    }
+    // The server already told the client why (e.g. authentication failed): deliver and close.
+    this.flushClient();
+    this.phase = 'closed';
+    this.client.end();
+    this.cleanup();
+  };
+
+  // ---- cancel, shutdown, close ----
+
+  /** A CancelRequest carrying our key arrived: withdraw a pending decision and cancel upstream. */
+  cancel(): void {
+    this.decisionAbort?.abort();
+    const key = this.upstreamKey;
+    if (!key) return;
+    this.log.info('cancel request forwarded to upstream');
+    sendUpstreamCancel(this.deps.upstream, key, this.log);
+  }
+
+  /** Graceful shutdown: end the session now if idle, else once its statement/transaction ends. */
+  shutdown(): void {
+    this.shuttingDown = true;
+    if (this.isIdle) this.shutdownNow();
+  }
+
+  private shutdownNow(): void {
+    this.fail(pgError.terminatedByShutdown());
+  }
+
+  /** Ends the session with a FATAL error the client can read. */
+  fail(error: PgErrorFields): void {
+    if (this.phase === 'closed') return;
+    this.flushClient();
+    this.phase = 'closed';
+    if (!this.client.destroyed) this.client.end(encodeErrorResponse(error));
+    if (this.upstream && !this.upstream.destroyed) this.upstream.end(Buffer.from([FrontendTag.Terminate, 0, 0, 0, 4]));
+    this.cleanup();
+  }
+
+  close(): void {
+    if (this.phase !== 'closed') {
+      this.phase = 'closed';
+      if (!this.client.destroyed) this.client.end();
+      if (this.upstream && !this.upstream.destroyed) this.upstream.end(Buffer.from([FrontendTag.Terminate, 0, 0, 0, 4]));
+    }
+    this.cleanup();
+  }
+
+  private cleaned = false;
+  private cleanup(): void {
+    if (this.cleaned) return;
+    this.cleaned = true;
+    if (this.startupTimer) clearTimeout(this.startupTimer);
+    this.decisionAbort?.abort();
+    if (this.ourProcessId !== null) this.deps.cancelKeys.release(this.ourProcessId);
+    // Sockets that do not close on their own after end() are destroyed shortly after.
+    const client = this.client;
+    const upstream = this.upstream;
+    setTimeout(() => {
+      client.destroy();
+      upstream?.destroy();
+    }, 1000).unref();
+    this.log.info('client disconnected');
+    this.deps.onClose(this);
+  }
+}
+
+/** CancelRequest to the upstream server on a new connection ("Canceling Requests in Progress"). */
+function sendUpstreamCancel(target: UpstreamTarget, key: { processId: number; secretKey: Buffer }, log: Logger): void {
+  const packet = encodeCancelRequest(key.processId, key.secretKey);
+  connectUpstream(target).then(
+    (socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.end(packet);
+      socket.resume();
+    },
+    (err: unknown) => log.warn({ message: (err as Error).message }, 'could not deliver cancel request upstream'),
+  );
+}
