@@ -56,6 +56,7 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
   let draining = false;
   const workers = new Map<number, ReturnType<typeof cluster.fork>>();
   let ready = 0;
+  let boundPort = 0;
   let readyResolve: () => void = () => {};
   const allReady = new Promise<void>((r) => (readyResolve = r));
   const fork = (index: number) => {
@@ -64,7 +65,10 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
     worker.on('message', (m: unknown) => {
       if (!isEnvelope(m)) return;
       if (m.type === 'pgwarden:cancel') workers.get(m.worker)?.send(m);
-      else if (m.type === 'pgwarden:ready' && ++ready === config.workers) readyResolve();
+      else if (m.type === 'pgwarden:ready') {
+        boundPort = m.port;
+        if (++ready === config.workers) readyResolve();
+      }
     });
     worker.on('exit', (code, signal) => {
       workers.delete(index);
@@ -77,7 +81,8 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
   await allReady;
   let health: Server | undefined;
   if (config.healthListen) health = await startHealthServer(config.healthListen, () => draining);
-  log.info({ event: 'ready', listen: config.listen, workers: config.workers }, 'pgwarden is accepting connections');
+  const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
+  log.info({ event: 'ready', listen: `${host}:${boundPort}`, workers: config.workers }, 'pgwarden is accepting connections');
   const stop = (signal: string) => {
     if (draining) return;
     draining = true;
