@@ -24,6 +24,7 @@ const ENV: Record<string, { path: string[]; kind: 'string' | 'int' }> = {
   PGWARDEN_WORKERS: { path: ['workers'], kind: 'int' },
   PGWARDEN_HEALTH_LISTEN: { path: ['healthListen'], kind: 'string' },
   PGWARDEN_LOG_LEVEL: { path: ['logLevel'], kind: 'string' },
+  PGWARDEN_RULES_DIR: { path: ['rulesDir'], kind: 'string' },
   PGWARDEN_MAX_MESSAGE_BYTES: { path: ['limits', 'maxMessageBytes'], kind: 'int' },
   PGWARDEN_MAX_CLIENT_CONNECTIONS: { path: ['limits', 'maxClientConnections'], kind: 'int' },
 };
@@ -39,6 +40,7 @@ export const FLAGS: Record<string, { path: string[]; kind: 'string' | 'int' }> =
   workers: { path: ['workers'], kind: 'int' },
   'health-listen': { path: ['healthListen'], kind: 'string' },
   'log-level': { path: ['logLevel'], kind: 'string' },
+  rules: { path: ['rulesDir'], kind: 'string' },
   'max-message-bytes': { path: ['limits', 'maxMessageBytes'], kind: 'int' },
 };
 

@@ -18,6 +18,8 @@ export interface PgErrorFields {
   message: string;
   detail?: string;
   hint?: string;
+  /** 1-based character position in the query string ('P'). */
+  position?: number;
 }
 
 function encodeFields(tag: number, f: PgErrorFields): Buffer {
@@ -29,6 +31,7 @@ function encodeFields(tag: number, f: PgErrorFields): Buffer {
   w.addString('M').addCString(f.message);
   if (f.detail !== undefined) w.addString('D').addCString(f.detail);
   if (f.hint !== undefined) w.addString('H').addCString(f.hint);
+  if (f.position !== undefined) w.addString('P').addCString(String(f.position));
   w.addString('\0');
   return w.flush(tag);
 }

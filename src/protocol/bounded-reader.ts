@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { ProtocolViolation } from './protocol-violation.js';
 
 /**
@@ -52,6 +53,19 @@ export class BoundedReader {
     const s = this.buf.toString('utf8', this.offset, nul);
     this.offset = nul + 1;
     return s;
+  }
+
+  /**
+   * A NUL-terminated string plus whether its bytes are valid UTF-8. Invalid bytes would be
+   * decoded to U+FFFD here while the server sees the raw bytes: SQL text must be checked so that
+   * the firewall never judges a different string from the one the server would run.
+   */
+  cstringUtf8(what: string): { text: string; valid: boolean } {
+    const nul = this.buf.indexOf(0, this.offset);
+    if (nul < 0 || nul >= this.end) throw new ProtocolViolation(`invalid string in message: unterminated ${what}`);
+    const bytes = this.buf.subarray(this.offset, nul);
+    this.offset = nul + 1;
+    return { text: bytes.toString('utf8'), valid: isUtf8(bytes) };
   }
 
   /** n raw bytes as a view (no copy). */

@@ -57,8 +57,9 @@ export function decodeStartupPacket(frame: Frame): StartupPacket {
 // ---- typed frontend messages ----
 
 export type FrontendMessage =
-  | { type: 'Query'; sql: string }
-  | { type: 'Parse'; statement: string; sql: string; paramTypes: number[] }
+  /** `utf8` is false when the SQL bytes are not valid UTF-8 (see BoundedReader.cstringUtf8). */
+  | { type: 'Query'; sql: string; utf8: boolean }
+  | { type: 'Parse'; statement: string; sql: string; utf8: boolean; paramTypes: number[] }
   | {
       type: 'Bind';
       portal: string;
@@ -117,16 +118,18 @@ export function decodeFrontendMessage(frame: Frame): FrontendMessage {
   const r = new BoundedReader(frame.bytes, frame.bodyOffset);
   let msg: FrontendMessage;
   switch (frame.tag) {
-    case FrontendTag.Query:
-      msg = { type: 'Query', sql: r.cstring('query string') };
+    case FrontendTag.Query: {
+      const q = r.cstringUtf8('query string');
+      msg = { type: 'Query', sql: q.text, utf8: q.valid };
       break;
+    }
     case FrontendTag.Parse: {
       const statement = r.cstring('statement name');
-      const sql = r.cstring('query string');
+      const q = r.cstringUtf8('query string');
       const n = r.count('number of parameter types', 4);
       const paramTypes: number[] = new Array(n);
       for (let i = 0; i < n; i++) paramTypes[i] = r.int32('parameter type') >>> 0;
-      msg = { type: 'Parse', statement, sql, paramTypes };
+      msg = { type: 'Parse', statement, sql: q.text, utf8: q.valid, paramTypes };
       break;
     }
     case FrontendTag.Bind: {

@@ -18,6 +18,7 @@ export const SqlState = {
   ProgramLimitExceeded: '54000',
   InvalidAuthorizationSpecification: '28000',
   InternalError: 'XX000',
+  CharacterNotInRepertoire: '22021',
 } as const;
 
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];
@@ -50,5 +51,37 @@ export const pgError = {
     fatal(SqlState.ProtocolViolation, 'received unencrypted data after SSL request', {
       hint: 'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.',
     }),
+  // ---- statement-level refusals (severity ERROR: the connection stays usable) ----
+  policyDenied: (rule: string, reason: string, message?: string): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.InsufficientPrivilege,
+    message: message ?? `pgwarden: statement denied by rule "${rule}"`,
+    detail: reason,
+  }),
+  reviewUnavailable: (rule: string, reason: string): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.InsufficientPrivilege,
+    message: `statement requires approval: ${rule}; no approval channel is configured`,
+    detail: reason,
+  }),
+  unparsable: (parserMessage: string, position?: number): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.SyntaxError,
+    message: parserMessage,
+    detail: 'pgwarden refuses statements that PostgreSQL\'s parser cannot parse; nothing was sent to the server.',
+    ...(position !== undefined ? { position } : {}),
+  }),
+  invalidUtf8: (): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.CharacterNotInRepertoire,
+    message: 'pgwarden: invalid byte sequence for encoding "UTF8" in the statement text',
+  }),
+  guard: (code: string, message: string, detail?: string): PgErrorFields => ({
+    severity: 'ERROR',
+    code,
+    message,
+    ...(detail !== undefined ? { detail } : {}),
+  }),
+  startupRefused: (message: string): PgErrorFields => fatal(SqlState.InsufficientPrivilege, message),
   idleTimeout: () => fatal(SqlState.AdminShutdown, 'pgwarden: terminating connection due to idle timeout'),
 };

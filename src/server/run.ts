@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import type { Server } from 'node:http';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../logger.js';
+import { buildPolicyJudge } from '../policy/build-judge.js';
 import { startHealthServer } from './health.js';
 import { startProxy } from './proxy-server.js';
 
@@ -35,7 +36,8 @@ export async function runProxy(config: Config, log: Logger): Promise<void> {
 }
 
 async function runSingle(config: Config, log: Logger): Promise<void> {
-  const proxy = await startProxy(config, { log });
+  const { judge } = await buildPolicyJudge(config, log);
+  const proxy = await startProxy(config, { log, judge });
   let draining = false;
   const health = config.healthListen ? await startHealthServer(config.healthListen, () => draining) : undefined;
   log.info({ event: 'ready', listen: `${proxy.host}:${proxy.port}`, workers: 1 }, 'pgwarden is accepting connections');
@@ -104,7 +106,9 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
 async function runWorker(config: Config, log: Logger): Promise<void> {
   const workerId = Number(process.env.PGWARDEN_WORKER_ID ?? '0');
   const wlog = log.child({ worker: workerId });
+  const { judge } = await buildPolicyJudge(config, wlog);
   const proxy = await startProxy(config, {
+    judge,
     log: wlog,
     workerId,
     forwardCancel: (worker, processId, secretKey) =>

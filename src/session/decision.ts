@@ -16,6 +16,8 @@ export interface RequestJudge {
    * statement waiting for a reviewer). `signal` aborts when the client cancels or disconnects.
    */
   judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision>;
+  /** Optional check of the startup parameters before connecting upstream; an error refuses the connection. */
+  checkStartup?(params: ReadonlyMap<string, string>): PgErrorFields | null;
 }
 
 const ALLOW: Decision = Object.freeze({ action: 'allow' });

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { Writer } from 'pg-protocol/dist/buffer-writer.js';
 import tls from 'node:tls';
 import type { Logger } from '../logger.js';
 import { AuthCode, BackendTag, FrontendTag, type TxStatus } from '../protocol/codes.js';
@@ -87,8 +88,20 @@ export class Session implements SessionInfo, CancelTarget {
   private decisionAbort: AbortController | null = null;
   /** Replies pgwarden wrote itself that must follow the responses still owed by the server. */
   private orderedReplies: Buffer[] = [];
-  /** Queries, Syncs and FunctionCalls forwarded whose ReadyForQuery has not arrived yet. */
-  private outstanding = 0;
+  /**
+   * ReadyForQuery messages owed by the server (one per forwarded Query, Sync, FunctionCall) and
+   * received so far; numbering them lets replies be matched to the request they answer.
+   */
+  private readyExpected = 0;
+  private readySeen = 0;
+  /**
+   * Statements pgwarden sent itself to put the server's transaction into the failed state after
+   * refusing a statement inside a transaction block (the client must see 'E', and the server must
+   * agree, or a later COMMIT would commit half of what the client believes failed). `ready` is the
+   * number of the ReadyForQuery that ends it; its ErrorResponse is replaced by `replacement`
+   * (pgwarden's own error) or dropped when null.
+   */
+  private injected: { ready: number; replacement: Buffer | null }[] = [];
   /** After a denied partial batch, the server's rule: discard until Sync, then ReadyForQuery. */
   private discardUntilSync = false;
   private copyIn = false;
@@ -131,6 +144,10 @@ export class Session implements SessionInfo, CancelTarget {
   get portals(): ReadonlyMap<string, string> {
     return this.tracker.portals;
   }
+  private get outstanding(): number {
+    return this.readyExpected - this.readySeen;
+  }
+
   get isIdle(): boolean {
     return this.phase !== 'ready' || (this.outstanding === 0 && !this.waiting && this.txStatus === 'I');
   }
@@ -268,6 +285,12 @@ export class Session implements SessionInfo, CancelTarget {
       this.fail(pgError.replicationRefused());
       return;
     }
+    const refusal = this.deps.judge.checkStartup?.(params);
+    if (refusal) {
+      this.log.info({ sqlstate: refusal.code }, 'startup parameters refused');
+      this.fail(refusal);
+      return;
+    }
     this.startupParams = params;
     this.clientFramer.mode = 'typed';
     this.phase = 'connecting';
@@ -325,7 +348,8 @@ export class Session implements SessionInfo, CancelTarget {
     if (this.discardUntilSync) {
       if (request.end === 'Sync') {
         this.discardUntilSync = false;
-        this.replyInOrder([encodeReadyForQuery(this.txStatus)]);
+        if (this.txStatus === 'T') this.abortServerTransaction(null);
+        else this.replyInOrder([encodeReadyForQuery(this.txStatus)]);
       }
       return;
     }
@@ -363,20 +387,35 @@ export class Session implements SessionInfo, CancelTarget {
       this.forward(request);
       return;
     }
-    const reply = [encodeErrorResponse(decision.error)];
-    if (request.kind !== 'extended' || request.end === 'Sync') {
-      reply.push(encodeReadyForQuery(this.txStatus));
-    } else {
-      this.discardUntilSync = true;
+    this.log.info({ rule: decision.rule, sqlstate: decision.error.code, kind: request.kind }, 'request refused');
+    const error = encodeErrorResponse(decision.error);
+    const answersNow = request.kind !== 'extended' || request.end === 'Sync';
+    if (this.txStatus === 'T' && answersNow) {
+      // Inside a transaction block: make the server's transaction fail too, and show our error
+      // in place of the one the failing statement produces.
+      this.abortServerTransaction(error);
+      return;
     }
-    this.replyInOrder(reply);
+    if (answersNow) {
+      this.replyInOrder([error, encodeReadyForQuery(this.txStatus)]);
+    } else {
+      // The server's rule after an error in an extended batch: skip to Sync, then ReadyForQuery.
+      this.discardUntilSync = true;
+      this.replyInOrder([error]);
+    }
+  }
+
+  private abortServerTransaction(replacement: Buffer | null): void {
+    this.readyExpected++;
+    this.injected.push({ ready: this.readyExpected, replacement });
+    this.toUpstream.push(ABORT_TRANSACTION);
   }
 
   private forward(request: Request): void {
     for (const { frame, msg } of request.messages) {
       this.tracker.observe(msg);
       if (msg.type === 'Query' || msg.type === 'FunctionCall' || (msg.type === 'Sync' && !this.copyIn)) {
-        this.outstanding++;
+        this.readyExpected++;
       }
       this.toUpstream.push(frame.bytes);
     }
@@ -463,7 +502,8 @@ export class Session implements SessionInfo, CancelTarget {
         this.txStatus = readyForQueryStatus(frame);
         this.copyIn = false;
         if (this.phase === 'auth') this.onAuthenticated();
-        else if (this.outstanding > 0) this.outstanding--;
+        else if (this.outstanding > 0) this.readySeen++;
+        if (this.injected[0]?.ready === this.readySeen) this.injected.shift();
         this.toClient.push(frame.bytes);
         if (this.shuttingDown && this.isIdle) this.shutdownNow();
         return;
@@ -483,10 +523,15 @@ export class Session implements SessionInfo, CancelTarget {
         this.copyIn = true;
         // A COPY started by an extended batch: the server ignores the Sync that came with it
         // ("COPY Operations"), so that Sync will get no ReadyForQuery of its own.
-        if (this.lastForwardedSyncedExtended && this.outstanding > 0) this.outstanding--;
+        if (this.lastForwardedSyncedExtended && this.outstanding > 0) this.readyExpected--;
         this.toClient.push(frame.bytes);
         return;
       case BackendTag.ErrorResponse: {
+        const inj = this.injected[0];
+        if (inj && inj.ready === this.readySeen + 1) {
+          if (inj.replacement) this.toClient.push(inj.replacement);
+          return;
+        }
         const m = decodeBackendMessage(frame) as unknown as { severity?: string };
         if (m.severity === 'FATAL' || m.severity === 'PANIC') this.serverSentFatal = true;
         this.toClient.push(frame.bytes);
@@ -596,6 +641,9 @@ export class Session implements SessionInfo, CancelTarget {
     this.deps.onClose(this);
   }
 }
+
+/** A Query that always fails (division by zero), used to put the server's transaction into the failed state. */
+const ABORT_TRANSACTION = new Writer().addCString('SELECT 1/0 -- pgwarden: a statement in this transaction was refused').flush(FrontendTag.Query);
 
 /** CancelRequest to the upstream server on a new connection ("Canceling Requests in Progress"). */
 function sendUpstreamCancel(target: UpstreamTarget, key: { processId: number; secretKey: Buffer }, log: Logger): void {

@@ -1,0 +1,56 @@
+import { loadModule, parseSync } from 'libpg-query';
+import { classifyStatement } from './classify-statement.js';
+import { Lru } from './lru.js';
+import type { ClassifyResult } from './statement-info.js';
+
+/**
+ * SQL text → classification of each statement, with PostgreSQL's own parser (libpg-query,
+ * WASM). Results are cached by exact SQL text: never by fingerprint, which maps different
+ * tables, roles and settings to one value (DESIGN.md "Decisions already made"). Classification
+ * does not depend on the rules, so the cache survives rule reloads.
+ */
+let loaded: Promise<void> | null = null;
+
+/** Loads the parser once per process; call before the first classify(). */
+export function loadParser(): Promise<void> {
+  loaded ??= loadModule();
+  return loaded;
+}
+
+interface ParseTree {
+  stmts?: { stmt?: Record<string, unknown> }[];
+}
+
+interface SqlErrorLike {
+  message: string;
+  sqlDetails?: { cursorPosition?: number };
+}
+
+export class Classifier {
+  private readonly cache: Lru<string, ClassifyResult>;
+
+  constructor(cacheEntries = 10_000) {
+    this.cache = new Lru(cacheEntries);
+  }
+
+  classify(sql: string): ClassifyResult {
+    const hit = this.cache.get(sql);
+    if (hit) return hit;
+    const result = classifyUncached(sql);
+    this.cache.set(sql, result);
+    return result;
+  }
+}
+
+export function classifyUncached(sql: string): ClassifyResult {
+  let tree: ParseTree;
+  try {
+    tree = parseSync(sql) as ParseTree;
+  } catch (err) {
+    const e = err as SqlErrorLike;
+    const position = e.sqlDetails?.cursorPosition;
+    return { ok: false, message: e.message, ...(position !== undefined ? { position: position + 1 } : {}) };
+  }
+  const statements = (tree.stmts ?? []).flatMap((s) => (s.stmt ? [classifyStatement(s.stmt)] : []));
+  return { ok: true, statements };
+}

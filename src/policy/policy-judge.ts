@@ -1,0 +1,235 @@
+import type { Classifier } from '../classify/classifier.js';
+import type { StatementInfo } from '../classify/statement-info.js';
+import type { PgErrorFields } from '../protocol/backend.js';
+import { pgError } from '../protocol/pg-error.js';
+import type { Decision, RequestJudge } from '../session/decision.js';
+import type { Request } from '../session/request.js';
+import type { SessionInfo } from '../session/session-info.js';
+import { evaluateStatement, stricter, type EvalContext, type Verdict } from './evaluate.js';
+import { guardServerParams, guardStartup, guardStatement } from './guards.js';
+import type { Policy } from './policy.js';
+
+/**
+ * The decision step backed by classification and the rules: judges every statement of a
+ * request (simple Query, each Parse and each Bind of an extended batch, FunctionCall) against
+ * one rules snapshot; the whole request takes the strictest verdict.
+ *
+ * Per-session knowledge the SQL text alone does not carry is tracked here: SQL-level PREPARE and
+ * DECLARE (so EXECUTE and FETCH inherit what they run), and every search_path the session set.
+ */
+export interface PolicySource {
+  readonly current: Policy;
+}
+
+interface SessionPolicyState {
+  /** SQL-level prepared statements (PREPARE name AS ...) → what they run. */
+  prepared: Map<string, StatementInfo>;
+  /** Cursors (DECLARE name CURSOR FOR ...) → what they read. */
+  cursors: Map<string, StatementInfo>;
+  /**
+   * Every schema any search_path of this session has named. Only grows: SET LOCAL reverts at
+   * transaction end, and a wider candidate set only makes matching stricter (see evaluate.ts).
+   */
+  searchPath: Set<string>;
+}
+
+export interface JudgedStatement {
+  statement: StatementInfo;
+  verdict: Verdict;
+}
+
+export type SqlJudgement =
+  | { ok: true; verdict: Verdict; statements: JudgedStatement[] }
+  | { ok: false; error: PgErrorFields; verdict: Verdict };
+
+const ALLOW: Decision = Object.freeze({ action: 'allow' });
+const DEFAULT_SEARCH_PATH = ['$user', 'public'];
+const ALWAYS_SEARCHED = ['pg_catalog', 'pg_temp'];
+
+function unanalysable(node: string, reason: string): StatementInfo {
+  return { node, kind: 'utility', kinds: ['utility'], relations: [], functions: [], columns: [], settings: [], unanalysable: [reason] };
+}
+
+function searchPathSchemas(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .map((s) => (s.startsWith('"') && s.endsWith('"') ? s.slice(1, -1).replace(/""/g, '"') : s.toLowerCase()))
+    .filter((s) => s.length > 0);
+}
+
+export class PolicyJudge implements RequestJudge {
+  private readonly states = new WeakMap<SessionInfo, SessionPolicyState>();
+
+  constructor(
+    private readonly rules: PolicySource,
+    private readonly classifier: Classifier,
+  ) {}
+
+  /** Refuses startup parameters that would change how SQL is read (standard_conforming_strings, encoding). */
+  checkStartup(params: ReadonlyMap<string, string>): PgErrorFields | null {
+    const problem = guardStartup(params);
+    return problem ? pgError.startupRefused(problem) : null;
+  }
+
+  private stateFor(session: SessionInfo): SessionPolicyState {
+    let s = this.states.get(session);
+    if (!s) {
+      s = { prepared: new Map(), cursors: new Map(), searchPath: new Set(DEFAULT_SEARCH_PATH) };
+      const opt = session.startupParams.get('options') ?? '';
+      const m = /(?:-c\s*|--)search_path=((?:\\.|\S)+)/.exec(opt);
+      if (m) for (const schema of searchPathSchemas(m[1]!.replace(/\\(.)/g, '$1'))) s.searchPath.add(schema);
+      this.states.set(session, s);
+    }
+    return s;
+  }
+
+  private context(session: SessionInfo, state: SessionPolicyState): EvalContext {
+    const path: string[] = [];
+    for (const schema of state.searchPath) path.push(schema === '$user' ? session.user : schema);
+    path.push(...ALWAYS_SEARCHED);
+    return {
+      user: session.user,
+      database: session.database,
+      application: session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '',
+      searchPath: path,
+      inTransaction: session.txStatus !== 'I',
+    };
+  }
+
+  judge(request: Request, session: SessionInfo): Decision {
+    const policy = this.rules.current;
+    const serverGuard = guardServerParams(session.serverParams);
+    if (serverGuard) return this.toDecision(serverGuard);
+    const state = this.stateFor(session);
+    const ctx = this.context(session, state);
+    const judged: JudgedStatement[] = [];
+    let verdict: Verdict = { action: 'allow', rule: 'default', reason: 'nothing to judge' };
+
+    if (request.kind === 'function-call') {
+      return this.toDecision({ action: policy.fastpath, rule: 'fastpath', reason: 'fast-path FunctionCall message: a function called by OID, without SQL text' });
+    }
+    const parsedHere = new Set<string>();
+    for (const { msg } of request.messages) {
+      let j: SqlJudgement | null = null;
+      if (msg.type === 'Query') {
+        j = this.judgeSql(policy, msg.sql, msg.utf8, state, ctx);
+      } else if (msg.type === 'Parse') {
+        j = this.judgeSql(policy, msg.sql, msg.utf8, state, ctx);
+        parsedHere.add(msg.statement);
+      } else if (msg.type === 'Bind' && !parsedHere.has(msg.statement)) {
+        // A statement prepared by an earlier request: judge it again now (rules or the
+        // transaction state may have changed since it was parsed).
+        const sql = session.statements.get(msg.statement);
+        if (sql !== undefined) j = this.judgeSql(policy, sql, true, state, ctx);
+        else {
+          // SQL-level PREPARE shares the protocol's statement namespace.
+          const st = state.prepared.get(msg.statement) ?? unanalysable('Bind', `Bind of unknown prepared statement "${msg.statement}"`);
+          j = this.judgeStatements(policy, [st], state, ctx);
+        }
+        parsedHere.add(msg.statement);
+      }
+      if (!j) continue;
+      if (!j.ok) return { action: 'deny', rule: j.verdict.rule, error: j.error };
+      verdict = judged.length === 0 ? j.verdict : stricter(verdict, j.verdict);
+      judged.push(...j.statements);
+    }
+    if (verdict.action === 'allow') this.applyEffects(judged, state);
+    return this.toDecision(verdict);
+  }
+
+  /** Classifies and evaluates one SQL string (used by judge and by `pgwarden explain`). */
+  judgeSql(policy: Policy, sql: string, utf8: boolean, state: SessionPolicyState, ctx: EvalContext): SqlJudgement {
+    if (!utf8) {
+      return { ok: false, error: pgError.invalidUtf8(), verdict: { action: 'deny', rule: 'invalid-utf8', reason: 'statement text is not valid UTF-8' } };
+    }
+    const result = this.classifier.classify(sql);
+    if (!result.ok) {
+      return {
+        ok: false,
+        error: pgError.unparsable(result.message, result.position),
+        verdict: { action: 'deny', rule: 'parse-error', reason: result.message },
+      };
+    }
+    return this.judgeStatements(policy, result.statements, state, ctx);
+  }
+
+  private judgeStatements(policy: Policy, statements: StatementInfo[], state: SessionPolicyState, ctx: EvalContext): SqlJudgement {
+    const judged: JudgedStatement[] = [];
+    let verdict: Verdict = { action: 'allow', rule: 'default', reason: 'empty statement' };
+    for (const raw of statements) {
+      const st = this.resolveUses(raw, state);
+      const v = guardStatement(st) ?? evaluateStatement(policy, st, ctx);
+      verdict = judged.length === 0 ? v : stricter(verdict, v);
+      judged.push({ statement: st, verdict: v });
+    }
+    return { ok: true, verdict, statements: judged };
+  }
+
+  /** EXECUTE / FETCH / MOVE are judged as what they run; unknown names cannot be analysed. */
+  private resolveUses(st: StatementInfo, state: SessionPolicyState): StatementInfo {
+    if (!st.uses) return st;
+    const target = st.uses.type === 'prepared' ? state.prepared.get(st.uses.name) : state.cursors.get(st.uses.name);
+    if (!target) {
+      const what = st.uses.type === 'prepared' ? 'prepared statement' : 'cursor';
+      return { ...st, unanalysable: [...st.unanalysable, `${st.node} of ${what} "${st.uses.name}" that pgwarden has not seen declared`] };
+    }
+    return {
+      ...target,
+      node: st.node,
+      uses: st.uses,
+      // Parameters of EXECUTE are expressions too (functions may hide there).
+      functions: [...new Set([...target.functions, ...st.functions])],
+      defines: undefined,
+    } as StatementInfo;
+  }
+
+  private applyEffects(judged: JudgedStatement[], state: SessionPolicyState): void {
+    for (const { statement: st } of judged) {
+      if (st.defines?.type === 'prepared') state.prepared.set(st.defines.name, { ...st, defines: undefined } as StatementInfo);
+      if (st.defines?.type === 'cursor') state.cursors.set(st.defines.name, { ...st, defines: undefined } as StatementInfo);
+      for (const s of st.settings) {
+        if (s.name === 'search_path' && s.value !== undefined) for (const schema of searchPathSchemas(s.value)) state.searchPath.add(schema);
+      }
+    }
+  }
+
+  private toDecision(v: Verdict): Decision {
+    switch (v.action) {
+      case 'allow':
+        return ALLOW;
+      case 'deny':
+        return {
+          action: 'deny',
+          rule: v.rule,
+          error: v.sqlstate && v.sqlstate !== '42501'
+            ? pgError.guard(v.sqlstate, v.message ?? v.reason, v.reason)
+            : pgError.policyDenied(v.rule, v.reason, v.message),
+        };
+      case 'review':
+        // Until an approval channel is configured, a statement that needs review is refused.
+        return { action: 'deny', rule: v.rule, error: pgError.reviewUnavailable(v.rule, v.reason) };
+    }
+  }
+
+  /** `pgwarden explain`: classification and verdict of SQL for a given identity, as data. */
+  explain(sql: string, identity: { user: string; database: string; application: string; inTransaction?: boolean }): {
+    rulesVersion: string;
+    decision: Verdict;
+    statements: JudgedStatement[];
+    error?: PgErrorFields;
+  } {
+    const policy = this.rules.current;
+    const state: SessionPolicyState = { prepared: new Map(), cursors: new Map(), searchPath: new Set(DEFAULT_SEARCH_PATH) };
+    const ctx: EvalContext = {
+      user: identity.user,
+      database: identity.database,
+      application: identity.application,
+      searchPath: [identity.user, 'public', ...ALWAYS_SEARCHED],
+      inTransaction: identity.inTransaction ?? false,
+    };
+    const j = this.judgeSql(policy, sql, true, state, ctx);
+    if (!j.ok) return { rulesVersion: policy.version, decision: j.verdict, statements: [], error: j.error };
+    return { rulesVersion: policy.version, decision: j.verdict, statements: j.statements };
+  }
+}

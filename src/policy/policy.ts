@@ -1,0 +1,89 @@
+import type { Kind } from '../classify/statement-info.js';
+import { compileGlob, type Glob } from './glob.js';
+import type { Action, MatchInput, RuleInput } from './rules-schema.js';
+
+/** Rules compiled for evaluation: one immutable snapshot per load (DESIGN.md style rule 9). */
+export interface NamePattern {
+  /** null: any schema (the pattern had no dot). */
+  schema: Glob | null;
+  name: Glob;
+}
+
+export interface CompiledMatch {
+  kind?: ReadonlySet<Kind>;
+  relations?: NamePattern[];
+  functions?: NamePattern[];
+  settings?: Glob[];
+  users?: Glob[];
+  applications?: Glob[];
+  databases?: Glob[];
+  unanalysable?: boolean;
+  inTransaction?: boolean;
+}
+
+export interface CompiledRule {
+  name: string;
+  description?: string;
+  action: Action;
+  message?: string;
+  match: CompiledMatch;
+  except?: CompiledMatch;
+  /** Where the rule was defined, for explain output and logs. */
+  source: string;
+}
+
+export interface Policy {
+  /** Content hash of the rule files: changes exactly when the rules do. */
+  version: string;
+  files: string[];
+  default: Action;
+  unanalysable: 'review' | 'deny';
+  fastpath: Action;
+  rules: CompiledRule[];
+  sensitive: { tables: NamePattern[]; rowThreshold: number; rowCap: number | null };
+}
+
+export function compileNamePattern(pattern: string): NamePattern {
+  const dot = pattern.lastIndexOf('.');
+  if (dot < 0) return { schema: null, name: compileGlob(pattern) };
+  return { schema: compileGlob(pattern.slice(0, dot)), name: compileGlob(pattern.slice(dot + 1)) };
+}
+
+export function compileMatch(m: MatchInput): CompiledMatch {
+  return {
+    ...(m.kind ? { kind: new Set(m.kind) } : {}),
+    ...(m.relations ? { relations: m.relations.map(compileNamePattern) } : {}),
+    ...(m.functions ? { functions: m.functions.map(compileNamePattern) } : {}),
+    ...(m.settings ? { settings: m.settings.map((s) => compileGlob(s.toLowerCase())) } : {}),
+    ...(m.users ? { users: m.users.map(compileGlob) } : {}),
+    ...(m.applications ? { applications: m.applications.map(compileGlob) } : {}),
+    ...(m.databases ? { databases: m.databases.map(compileGlob) } : {}),
+    ...(m.unanalysable !== undefined ? { unanalysable: m.unanalysable } : {}),
+    ...(m.in_transaction !== undefined ? { inTransaction: m.in_transaction } : {}),
+  };
+}
+
+export function compileRule(r: RuleInput, source: string): CompiledRule {
+  return {
+    name: r.name,
+    ...(r.description !== undefined ? { description: r.description } : {}),
+    action: r.action,
+    ...(r.message !== undefined ? { message: r.message } : {}),
+    match: compileMatch(r.match),
+    ...(r.except ? { except: compileMatch(r.except) } : {}),
+    source,
+  };
+}
+
+/** Used when no rules directory is configured: allow, but never unanalysable SQL. */
+export function emptyPolicy(): Policy {
+  return {
+    version: 'none',
+    files: [],
+    default: 'allow',
+    unanalysable: 'review',
+    fastpath: 'deny',
+    rules: [],
+    sensitive: { tables: [], rowThreshold: 1000, rowCap: null },
+  };
+}

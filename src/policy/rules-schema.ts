@@ -1,0 +1,74 @@
+import { z } from 'zod';
+import { KINDS } from '../classify/statement-info.js';
+
+/**
+ * The format of the YAML files in `rules/` that DBAs edit. Strict: unknown keys are errors.
+ * Several files are merged in file-name order; see the README ("Rules") for the semantics.
+ */
+export const ACTIONS = ['allow', 'review', 'deny'] as const;
+export type Action = (typeof ACTIONS)[number];
+
+const nonEmptyList = <T extends z.ZodTypeAny>(item: T) => z.array(item).min(1, 'must list at least one entry');
+const identifierPattern = z.string().min(1).max(200);
+
+/** Conditions of a rule; every condition given must hold (AND); within a list, see README. */
+export const matchSchema = z
+  .object({
+    kind: nonEmptyList(z.enum(KINDS)).optional(),
+    relations: nonEmptyList(identifierPattern).optional(),
+    functions: nonEmptyList(identifierPattern).optional(),
+    settings: nonEmptyList(identifierPattern).optional(),
+    users: nonEmptyList(identifierPattern).optional(),
+    applications: nonEmptyList(z.string().max(200)).optional(),
+    databases: nonEmptyList(identifierPattern).optional(),
+    /** true: the rule applies to statements that cannot be analysed (DO, CALL, dynamic SQL ...). */
+    unanalysable: z.boolean().optional(),
+    /** true: only inside an explicit transaction block. */
+    in_transaction: z.boolean().optional(),
+  })
+  .strict();
+
+export const ruleSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9_.-]*$/i, 'use letters, digits, "-", "_" or "."'),
+    description: z.string().optional(),
+    match: matchSchema,
+    /** Identity conditions under which the rule does not apply (e.g. a migration user). */
+    except: matchSchema.pick({ users: true, applications: true, databases: true }).strict().optional(),
+    action: z.enum(ACTIONS),
+    /** Shown to the agent for deny and review, instead of the generic text. */
+    message: z.string().max(500).optional(),
+  })
+  .strict();
+
+export const rulesFileSchema = z
+  .object({
+    policy: z
+      .object({
+        /** For statements no rule matches. */
+        default: z.enum(ACTIONS).optional(),
+        /** For statements that cannot be analysed and that no rule matches (default: review). */
+        unanalysable: z.enum(['review', 'deny']).optional(),
+        /** The fast-path FunctionCall message carries no SQL (default: deny). */
+        fastpath: z.enum(ACTIONS).optional(),
+        rules: z.array(ruleSchema).optional(),
+      })
+      .strict()
+      .optional(),
+    /** Tables whose large reads count as exports ("Bulk export" in the README). */
+    sensitive: z
+      .object({
+        tables: z.array(identifierPattern).optional(),
+        /** A read whose planner estimate exceeds this is an export. */
+        row_threshold: z.number().int().positive().optional(),
+        /** Hard cap on rows a read of a sensitive table may return, counted at run time. */
+        row_cap: z.number().int().positive().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export type RuleInput = z.infer<typeof ruleSchema>;
+export type MatchInput = z.infer<typeof matchSchema>;
+export type RulesFile = z.infer<typeof rulesFileSchema>;
