@@ -3,12 +3,19 @@ import { parseArgs } from 'node:util';
 import { ConfigError, FLAGS, loadConfig } from './config/load.js';
 import { createLogger } from './logger.js';
 import { runProxy } from './server/run.js';
+import { Classifier, loadParser } from './classify/classifier.js';
+import { BUNDLED_RULES_DIR } from './policy/build-judge.js';
+import { PolicyJudge } from './policy/policy-judge.js';
+import { RulesInvalid, loadRules } from './policy/rules-loader.js';
 
 /** Command-line entry point: `pgwarden <command> [options]`. */
 const USAGE = `Usage: pgwarden <command> [options]
 
 Commands:
-  start            run the proxy
+  start                      run the proxy
+  explain "<sql>"            classify SQL and show which rule decides, as JSON
+                             [--rules DIR] [--user U] [--database D] [--application A] [--in-transaction]
+  rules check [DIR]          validate rule files; exit 1 listing every problem
 
 Options for start (each also settable as PGWARDEN_* env var or in the config file):
   --config FILE                 YAML config file (env PGWARDEN_CONFIG)
@@ -29,6 +36,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command ? 0 : 2;
   }
+  if (command === 'explain') return explainCommand(rest);
+  if (command === 'rules') return rulesCommand(rest);
   if (command !== 'start') {
     process.stderr.write(`pgwarden: unknown command "${command}"\n\n${USAGE}`);
     return 2;
@@ -59,6 +68,75 @@ async function main(argv: string[]): Promise<number> {
     }
     process.stderr.write(`pgwarden: ${(err as Error).message}\n`);
     return 1;
+  }
+}
+
+function printRulesProblems(err: RulesInvalid): void {
+  for (const p of err.problems) process.stderr.write(`${p.file}: ${p.path}: ${p.message}\n`);
+}
+
+async function explainCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        rules: { type: 'string' },
+        user: { type: 'string', default: 'agent' },
+        database: { type: 'string', default: 'postgres' },
+        application: { type: 'string', default: '' },
+        'in-transaction': { type: 'boolean', default: false },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`pgwarden explain: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const sql = parsed.positionals.join(' ');
+  if (!sql) {
+    process.stderr.write('pgwarden explain: give the SQL to explain, e.g. pgwarden explain "DROP TABLE t"\n');
+    return 2;
+  }
+  try {
+    await loadParser();
+    const policy = loadRules(parsed.values.rules ?? process.env.PGWARDEN_RULES_DIR ?? BUNDLED_RULES_DIR);
+    const judge = new PolicyJudge({ current: policy }, new Classifier());
+    const result = judge.explain(sql, {
+      user: parsed.values.user,
+      database: parsed.values.database,
+      application: parsed.values.application,
+      inTransaction: parsed.values['in-transaction'],
+    });
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof RulesInvalid) {
+      printRulesProblems(err);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+function rulesCommand(args: string[]): number {
+  const [sub, dir, ...extra] = args;
+  if (sub !== 'check' || extra.length > 0) {
+    process.stderr.write('usage: pgwarden rules check [DIR]\n');
+    return 2;
+  }
+  const target = dir ?? process.env.PGWARDEN_RULES_DIR ?? 'rules';
+  try {
+    const policy = loadRules(target);
+    process.stdout.write(`${target}: ${policy.files.length} file(s), ${policy.rules.length} rule(s), version ${policy.version}: OK\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof RulesInvalid) {
+      printRulesProblems(err);
+      process.stderr.write(`${err.problems.length} problem(s); rules not valid\n`);
+      return 1;
+    }
+    throw err;
   }
 }
 
