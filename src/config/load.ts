@@ -54,9 +54,12 @@ function setPath(doc: Json, path: string[], value: unknown): void {
   node[path[path.length - 1]!] = value;
 }
 
-function convert(source: string, kind: 'string' | 'int', text: string): unknown {
+function convert(source: string, kind: 'string' | 'int', text: string, problems: string[]): unknown {
   if (kind === 'string') return text;
-  if (!/^-?\d+$/.test(text)) throw new ConfigError(`${source}: expected a whole number, got "${text}"`);
+  if (!/^-?\d+$/.test(text)) {
+    problems.push(`  ${source}: expected a whole number, got "${text}"`);
+    return undefined;
+  }
   return Number(text);
 }
 
@@ -76,24 +79,39 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     } catch (err) {
       throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
     }
-    const parsed: unknown = parseYaml(text);
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(text, { uniqueKeys: true });
+    } catch (err) {
+      throw new ConfigError(`${file}: ${(err as Error).message}`);
+    }
     if (parsed !== null && parsed !== undefined) {
       if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(`${file}: expected a mapping at the top level`);
       doc = parsed as Json;
     }
   }
+  // Every problem is collected and reported together.
+  const problems: string[] = [];
   for (const [name, spec] of Object.entries(ENV)) {
     const text = sources.env?.[name];
-    if (text !== undefined && text !== '') setPath(doc, spec.path, convert(name, spec.kind, text));
+    if (text === undefined || text === '') continue;
+    const value = convert(name, spec.kind, text, problems);
+    if (value !== undefined) setPath(doc, spec.path, value);
   }
   for (const [name, text] of Object.entries(sources.flags ?? {})) {
     const spec = FLAGS[name];
-    if (!spec) throw new ConfigError(`unknown option --${name}`);
-    setPath(doc, spec.path, convert(`--${name}`, spec.kind, text));
+    if (!spec) {
+      problems.push(`  unknown option --${name}`);
+      continue;
+    }
+    const value = convert(`--${name}`, spec.kind, text, problems);
+    if (value !== undefined) setPath(doc, spec.path, value);
   }
   const result = configSchema.safeParse(doc);
   if (!result.success) {
-    const problems = result.error.issues.map((i) => `  ${i.path.join('.') || '(top level)'}: ${i.message}`);
+    problems.push(...result.error.issues.map((i) => `  ${i.path.join('.') || '(top level)'}: ${i.message}`));
+  }
+  if (problems.length > 0 || !result.success) {
     throw new ConfigError(`invalid configuration${file ? ` (${file})` : ''}:\n${problems.join('\n')}`);
   }
   return result.data;

@@ -118,3 +118,12 @@ export function evaluateStatement(policy: Policy, st: StatementInfo, ctx: EvalCo
   }
   return { action: policy.default, rule: 'default', reason: 'no rule matched; the default action applies' };
 }
+
+/** The sensitive tables (by pattern) a statement reads; unqualified names match on any candidate. */
+export function sensitiveRelations(policy: Policy, st: StatementInfo, ctx: EvalContext): string[] {
+  const patterns = policy.sensitive.tables;
+  if (patterns.length === 0) return [];
+  return st.relations
+    .filter((r) => r.access === 'read' && relationMatches(patterns, r, ctx, false))
+    .map((r) => (r.schema !== undefined ? `${r.schema}.${r.name}` : r.name));
+}

@@ -2,10 +2,10 @@ import type { Classifier } from '../classify/classifier.js';
 import type { StatementInfo } from '../classify/statement-info.js';
 import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
-import type { Decision, RequestJudge } from '../session/decision.js';
+import type { Decision, RequestJudge, RowCap } from '../session/decision.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
-import { evaluateStatement, stricter, type EvalContext, type Verdict } from './evaluate.js';
+import { evaluateStatement, sensitiveRelations, stricter, type EvalContext, type Verdict } from './evaluate.js';
 import { guardServerParams, guardStartup, guardStatement } from './guards.js';
 import type { Policy } from './policy.js';
 
@@ -110,8 +110,21 @@ export class PolicyJudge implements RequestJudge {
       return this.toDecision({ action: policy.fastpath, rule: 'fastpath', reason: 'fast-path FunctionCall message: a function called by OID, without SQL text' });
     }
     const parsedHere = new Set<string>();
+    const boundHere = new Map<string, StatementInfo[]>();
+    let capKey: string | null = null;
     for (const { msg } of request.messages) {
       let j: SqlJudgement | null = null;
+      if (msg.type === 'Execute' && !boundHere.has(msg.portal)) {
+        // Execute of a portal bound by an earlier request (fetching in chunks with a row
+        // limit): judge what the portal runs again, and keep counting its rows against the cap.
+        const texts = session.portalCandidates(msg.portal).flatMap((name) => this.statementTexts(session, state, name));
+        j = texts.length > 0
+          ? this.judgeAll(policy, texts, state, ctx)
+          : this.judgeStatements(policy, [unanalysable('Execute', `Execute of unknown portal "${msg.portal}"`)], state, ctx);
+        capKey = `portal:${msg.portal}`;
+      } else if (msg.type === 'Execute') {
+        capKey = `portal:${msg.portal}`;
+      }
       if (msg.type === 'Query') {
         j = this.judgeSql(policy, msg.sql, msg.utf8, state, ctx);
       } else if (msg.type === 'Parse') {
@@ -120,22 +133,63 @@ export class PolicyJudge implements RequestJudge {
       } else if (msg.type === 'Bind' && !parsedHere.has(msg.statement)) {
         // A statement prepared by an earlier request: judge it again now (rules or the
         // transaction state may have changed since it was parsed).
-        const sql = session.statements.get(msg.statement);
-        if (sql !== undefined) j = this.judgeSql(policy, sql, true, state, ctx);
-        else {
-          // SQL-level PREPARE shares the protocol's statement namespace.
-          const st = state.prepared.get(msg.statement) ?? unanalysable('Bind', `Bind of unknown prepared statement "${msg.statement}"`);
-          j = this.judgeStatements(policy, [st], state, ctx);
-        }
+        const texts = this.statementTexts(session, state, msg.statement);
+        j = texts.length > 0
+          ? this.judgeAll(policy, texts, state, ctx)
+          : this.judgeStatements(policy, [unanalysable('Bind', `Bind of unknown prepared statement "${msg.statement}"`)], state, ctx);
         parsedHere.add(msg.statement);
       }
+      if (msg.type === 'Bind') boundHere.set(msg.portal, []);
       if (!j) continue;
       if (!j.ok) return { action: 'deny', rule: j.verdict.rule, error: j.error };
       verdict = judged.length === 0 ? j.verdict : stricter(verdict, j.verdict);
       judged.push(...j.statements);
     }
-    if (verdict.action === 'allow') this.applyEffects(judged, state);
-    return this.toDecision(verdict);
+    if (verdict.action !== 'allow') return this.toDecision(verdict);
+    this.applyEffects(judged, state);
+    const cap = this.rowCap(policy, judged, ctx, capKey);
+    return cap ? { action: 'allow', rowCap: cap } : ALLOW;
+  }
+
+  /** Reads of sensitive tables get a hard row cap (when the rules set one). */
+  private rowCap(policy: Policy, judged: JudgedStatement[], ctx: EvalContext, portalKey: string | null): RowCap | null {
+    const limit = policy.sensitive.rowCap;
+    if (limit === null) return null;
+    const tables = new Set<string>();
+    let key = portalKey;
+    let fresh = false;
+    for (const { statement } of judged) {
+      for (const t of sensitiveRelations(policy, statement, ctx)) tables.add(t);
+      if (statement.uses?.type === 'cursor') key = `cursor:${statement.uses.name}`;
+      if (statement.defines?.type === 'cursor') {
+        key = `cursor:${statement.defines.name}`;
+        fresh = true;
+      }
+    }
+    return tables.size > 0 ? { limit, key, tables: [...tables], ...(fresh ? { fresh } : {}) } : null;
+  }
+
+  /**
+   * What a protocol statement name may run: the texts the tracker knows (confirmed or pending),
+   * or the SQL-level PREPARE of that name (the two share one namespace).
+   */
+  private statementTexts(session: SessionInfo, state: SessionPolicyState, name: string): (string | StatementInfo)[] {
+    const texts: (string | StatementInfo)[] = session.statementCandidates(name);
+    const sqlLevel = state.prepared.get(name);
+    if (sqlLevel) texts.push(sqlLevel);
+    return texts;
+  }
+
+  /** Judges each candidate and keeps the strictest (an unknown among them fails closed). */
+  private judgeAll(policy: Policy, candidates: (string | StatementInfo)[], state: SessionPolicyState, ctx: EvalContext): SqlJudgement {
+    let result: SqlJudgement | null = null;
+    for (const c of candidates) {
+      const j = typeof c === 'string' ? this.judgeSql(policy, c, true, state, ctx) : this.judgeStatements(policy, [c], state, ctx);
+      if (!j.ok) return j;
+      if (!result || !result.ok) result = j;
+      else result = { ok: true, verdict: stricter(result.verdict, j.verdict), statements: [...result.statements, ...j.statements] };
+    }
+    return result!;
   }
 
   /** Classifies and evaluates one SQL string (used by judge and by `pgwarden explain`). */

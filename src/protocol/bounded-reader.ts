@@ -78,8 +78,11 @@ export class BoundedReader {
 
   /** A count field: non-negative and small enough that `each` bytes per item could still fit. */
   count(what: string, minBytesEach: number): number {
-    const n = this.int16(what);
-    if (n < 0 || n * minBytesEach > this.remaining) throw new ProtocolViolation(`invalid ${what}: ${n}`);
+    // Counts are unsigned Int16 on the wire (PostgreSQL reads them with pq_getmsgint(msg, 2)).
+    this.need(2, what);
+    const n = this.buf.readUInt16BE(this.offset);
+    this.offset += 2;
+    if (n * minBytesEach > this.remaining) throw new ProtocolViolation(`invalid ${what}: ${n}`);
     return n;
   }
 

@@ -182,6 +182,9 @@ export function decodeFrontendMessage(frame: Frame): FrontendMessage {
       const functionOid = r.int32('function OID') >>> 0;
       const argFormats = formatCodes(r, 'argument format codes');
       const args = values(r, 'argument');
+      if (argFormats.length > 1 && argFormats.length !== args.length) {
+        throw new ProtocolViolation(`function call message contains ${argFormats.length} argument formats but ${args.length} arguments`);
+      }
       const resultFormat = r.int16('result format');
       if (resultFormat !== 0 && resultFormat !== 1) throw new ProtocolViolation(`unsupported format code: ${resultFormat}`);
       msg = { type: 'FunctionCall', functionOid, argFormats, args, resultFormat };

@@ -82,6 +82,12 @@ export const pgError = {
     message,
     ...(detail !== undefined ? { detail } : {}),
   }),
+  rowCapExceeded: (limit: number, tables: string[]): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.ProgramLimitExceeded,
+    message: `pgwarden: result exceeds the row cap of ${limit} rows for sensitive table(s) ${tables.join(', ')}`,
+    hint: 'Narrow the query, or ask for an export through review.',
+  }),
   startupRefused: (message: string): PgErrorFields => fatal(SqlState.InsufficientPrivilege, message),
   idleTimeout: () => fatal(SqlState.AdminShutdown, 'pgwarden: terminating connection due to idle timeout'),
 };

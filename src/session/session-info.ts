@@ -13,8 +13,8 @@ export interface SessionInfo {
   readonly txStatus: TxStatus;
   /** Run-time parameters the server reported (ParameterStatus). */
   readonly serverParams: ReadonlyMap<string, string>;
-  /** Protocol-level prepared statements: name ('' = unnamed) → SQL text. */
-  readonly statements: ReadonlyMap<string, string>;
-  /** Protocol-level portals: name → statement name they were bound from. */
-  readonly portals: ReadonlyMap<string, string>;
+  /** Every SQL text a protocol-level statement name ('' = unnamed) may stand for (see StatementTracker). */
+  statementCandidates(name: string): string[];
+  /** Every statement name a portal may be bound to. */
+  portalCandidates(portal: string): string[];
 }

@@ -22,7 +22,7 @@ import { encodeCancelRequest, encodeStartupMessage } from '../protocol/frontend-
 import { pgError } from '../protocol/pg-error.js';
 import { ProtocolViolation } from '../protocol/protocol-violation.js';
 import type { CancelKeys, CancelTarget } from './cancel-keys.js';
-import type { Decision, RequestJudge } from './decision.js';
+import type { Decision, RequestJudge, RowCap } from './decision.js';
 import { OutputBatch } from './output-batch.js';
 import type { Request } from './request.js';
 import { RequestAssembler } from './request-assembler.js';
@@ -102,6 +102,10 @@ export class Session implements SessionInfo, CancelTarget {
    * (pgwarden's own error) or dropped when null.
    */
   private injected: { ready: number; replacement: Buffer | null }[] = [];
+  /** Row caps of forwarded requests, answered between ReadyForQuery numbers `from` and `to`. */
+  private caps: { from: number; to: number; cap: RowCap; count: number; exceeded: boolean; reported: boolean }[] = [];
+  /** Rows already returned per portal/cursor key, for caps that span several requests. */
+  private readonly capCounts = new Map<string, number>();
   /** After a denied partial batch, the server's rule: discard until Sync, then ReadyForQuery. */
   private discardUntilSync = false;
   private copyIn = false;
@@ -138,11 +142,11 @@ export class Session implements SessionInfo, CancelTarget {
   get database(): string {
     return this.startupParams.get('database') ?? this.user;
   }
-  get statements(): ReadonlyMap<string, string> {
-    return this.tracker.statements;
+  statementCandidates(name: string): string[] {
+    return this.tracker.statementCandidates(name);
   }
-  get portals(): ReadonlyMap<string, string> {
-    return this.tracker.portals;
+  portalCandidates(portal: string): string[] {
+    return this.tracker.portalCandidates(portal);
   }
   private get outstanding(): number {
     return this.readyExpected - this.readySeen;
@@ -384,7 +388,9 @@ export class Session implements SessionInfo, CancelTarget {
 
   private apply(request: Request, decision: Decision): void {
     if (decision.action === 'allow') {
+      const from = this.readyExpected;
       this.forward(request);
+      if (decision.rowCap) this.trackRowCap(decision.rowCap, from, Math.max(this.readyExpected, from + 1));
       return;
     }
     this.log.info({ rule: decision.rule, sqlstate: decision.error.code, kind: request.kind }, 'request refused');
@@ -405,6 +411,18 @@ export class Session implements SessionInfo, CancelTarget {
     }
   }
 
+  private trackRowCap(cap: RowCap, from: number, to: number): void {
+    if (cap.key !== null && cap.fresh) this.capCounts.delete(cap.key);
+    const count = cap.key !== null ? (this.capCounts.get(cap.key) ?? 0) : 0;
+    this.caps.push({ from, to, cap, count, exceeded: false, reported: false });
+  }
+
+  /** The cap governing server output right now, if any. */
+  private currentCap(): (typeof this.caps)[number] | undefined {
+    const c = this.caps[0];
+    return c && this.readySeen >= c.from && this.readySeen < c.to ? c : undefined;
+  }
+
   private abortServerTransaction(replacement: Buffer | null): void {
     this.readyExpected++;
     this.injected.push({ ready: this.readyExpected, replacement });
@@ -414,6 +432,7 @@ export class Session implements SessionInfo, CancelTarget {
   private forward(request: Request): void {
     for (const { frame, msg } of request.messages) {
       this.tracker.observe(msg);
+      if (msg.type === 'Bind') this.capCounts.delete(`portal:${msg.portal}`);
       if (msg.type === 'Query' || msg.type === 'FunctionCall' || (msg.type === 'Sync' && !this.copyIn)) {
         this.readyExpected++;
       }
@@ -497,6 +516,7 @@ export class Session implements SessionInfo, CancelTarget {
   }
 
   private onServerFrame(frame: Frame): void {
+    if (this.phase === 'ready') this.tracker.onServerMessage(frame.tag);
     switch (frame.tag) {
       case BackendTag.ReadyForQuery:
         this.txStatus = readyForQueryStatus(frame);
@@ -504,6 +524,10 @@ export class Session implements SessionInfo, CancelTarget {
         if (this.phase === 'auth') this.onAuthenticated();
         else if (this.outstanding > 0) this.readySeen++;
         if (this.injected[0]?.ready === this.readySeen) this.injected.shift();
+        while (this.caps[0] && this.readySeen >= this.caps[0].to) {
+          const done = this.caps.shift()!;
+          if (done.cap.key !== null) this.capCounts.set(done.cap.key, done.count);
+        }
         this.toClient.push(frame.bytes);
         if (this.shuttingDown && this.isIdle) this.shutdownNow();
         return;
@@ -526,7 +550,38 @@ export class Session implements SessionInfo, CancelTarget {
         if (this.lastForwardedSyncedExtended && this.outstanding > 0) this.readyExpected--;
         this.toClient.push(frame.bytes);
         return;
+      case BackendTag.DataRow: {
+        const cap = this.currentCap();
+        if (cap && ++cap.count > cap.cap.limit) {
+          // Past the cap: nothing more reaches the client; ask the server to stop producing.
+          if (!cap.exceeded) {
+            cap.exceeded = true;
+            this.log.warn({ tables: cap.cap.tables, limit: cap.cap.limit }, 'row cap exceeded; result cut off');
+            this.cancel();
+          }
+          return;
+        }
+        this.toClient.push(frame.bytes);
+        return;
+      }
+      case BackendTag.CommandComplete:
+      case BackendTag.PortalSuspended:
+      case BackendTag.EmptyQueryResponse:
+      case BackendTag.RowDescription: {
+        const cap = this.currentCap();
+        if (cap?.exceeded) {
+          this.reportCapExceeded(cap);
+          return;
+        }
+        this.toClient.push(frame.bytes);
+        return;
+      }
       case BackendTag.ErrorResponse: {
+        const capped = this.currentCap();
+        if (capped?.exceeded) {
+          this.reportCapExceeded(capped);
+          return;
+        }
         const inj = this.injected[0];
         if (inj && inj.ready === this.readySeen + 1) {
           if (inj.replacement) this.toClient.push(inj.replacement);
@@ -542,6 +597,13 @@ export class Session implements SessionInfo, CancelTarget {
     }
   }
 
+  /** Replaces the end of a capped result with pgwarden's error, once; the rest is dropped. */
+  private reportCapExceeded(cap: { cap: RowCap; reported: boolean }): void {
+    if (cap.reported) return;
+    cap.reported = true;
+    this.toClient.push(encodeErrorResponse(pgError.rowCapExceeded(cap.cap.limit, cap.cap.tables)));
+  }
+
   /**
    * Channel binding cannot pass through a proxy that terminates or originates TLS itself (the
    * binding data is the TLS endpoint's certificate), so SCRAM-SHA-256-PLUS is removed from the
@@ -549,10 +611,26 @@ export class Session implements SessionInfo, CancelTarget {
    */
   private rewriteAuthentication(frame: Frame): Buffer {
     if (authCode(frame) !== AuthCode.SASL) return frame.bytes;
+    if (this.channelBindingPassesThrough()) return frame.bytes;
     const m = decodeBackendMessage(frame) as unknown as { mechanisms: string[] };
     const usable = m.mechanisms.filter((name) => !name.endsWith('-PLUS'));
     if (usable.length === m.mechanisms.length) return frame.bytes;
     return encodeAuthenticationSASL(usable);
+  }
+
+  /**
+   * tls-server-end-point binds SCRAM to the hash of the certificate the client saw: when the
+   * proxy presents the very certificate the upstream presents, the client's binding data equals
+   * the server's and SCRAM-SHA-256-PLUS can be offered unchanged.
+   */
+  private channelBindingPassesThrough(): boolean {
+    const client = this.client;
+    const upstream = this.upstream;
+    if (!(client instanceof tls.TLSSocket) || !(upstream instanceof tls.TLSSocket)) return false;
+    const ours = client.getCertificate();
+    const theirs = upstream.getPeerCertificate();
+    if (!ours || !('raw' in ours) || !Buffer.isBuffer(ours.raw) || !Buffer.isBuffer(theirs.raw)) return false;
+    return ours.raw.equals(theirs.raw);
   }
 
   private issueBackendKey(frame: Frame): Buffer {

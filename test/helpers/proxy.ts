@@ -29,7 +29,9 @@ export async function startTestProxy(
 
 /** A direct (not proxied) client to the upstream, for setup and for checking effects. */
 export function directClient(database = 'postgres'): pg.Client {
-  return new pg.Client({ connectionString: `${UPSTREAM_URL}/${database}`, user: 'postgres' });
+  // Not a connection string: pg would let the URL's (empty) user override `user` when USER is unset.
+  const u = new URL(UPSTREAM_URL);
+  return new pg.Client({ host: u.hostname, port: Number(u.port || 5432), user: decodeURIComponent(u.username) || 'postgres', database });
 }
 
 /** Creates a fresh database for one test file and returns its name and a drop function. */
