@@ -1,5 +1,6 @@
 import { loadModule, parseSync } from 'libpg-query';
 import { classifyStatement } from './classify-statement.js';
+import { literalKey } from './literal-key.js';
 import { Lru } from './lru.js';
 import type { ClassifyResult } from './statement-info.js';
 
@@ -26,18 +27,50 @@ interface SqlErrorLike {
   sqlDetails?: { cursorPosition?: number };
 }
 
+/**
+ * Statement types whose classification cannot depend on a literal, provided it changes no
+ * setting, names no prepared statement or cursor, calls no function and is fully analysable.
+ * Utility statements are excluded on purpose: `EXPLAIN (ANALYZE 0)` and `(ANALYZE 1)` differ
+ * only in a literal and one of them runs the statement.
+ */
+const LITERAL_INDEPENDENT_NODES = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt']);
+
+function literalIndependent(result: ClassifyResult): boolean {
+  return (
+    result.ok &&
+    result.statements.length > 0 &&
+    result.statements.every(
+      (s) =>
+        LITERAL_INDEPENDENT_NODES.has(s.node) &&
+        s.settings.length === 0 &&
+        s.functions.length === 0 &&
+        s.unanalysable.length === 0 &&
+        s.defines === undefined &&
+        s.uses === undefined,
+    )
+  );
+}
+
 export class Classifier {
   private readonly cache: Lru<string, ClassifyResult>;
+  private readonly byLiteralKey: Lru<string, ClassifyResult>;
 
   constructor(cacheEntries = 10_000) {
     this.cache = new Lru(cacheEntries);
+    this.byLiteralKey = new Lru(cacheEntries);
   }
 
   classify(sql: string): ClassifyResult {
     const hit = this.cache.get(sql);
     if (hit) return hit;
+    const key = literalKey(sql);
+    if (key !== null) {
+      const shared = this.byLiteralKey.get(key);
+      if (shared) return shared;
+    }
     const result = classifyUncached(sql);
     this.cache.set(sql, result);
+    if (key !== null && literalIndependent(result)) this.byLiteralKey.set(key, result);
     return result;
   }
 }

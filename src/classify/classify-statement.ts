@@ -29,6 +29,11 @@ function names(list: unknown): string[] {
 function constString(node: unknown): string | undefined {
   if (!isObject(node)) return undefined;
   if (isObject(node.TypeCast)) return constString(node.TypeCast.arg);
+  // Bare value nodes (option arguments); protobuf JSON omits zero values: {Integer: {}} is 0.
+  if (isObject(node.Integer)) return String(node.Integer.ival ?? 0);
+  if (isObject(node.Boolean)) return node.Boolean.boolval === true ? 'true' : 'false';
+  if (isObject(node.String)) return typeof node.String.sval === 'string' ? node.String.sval : '';
+  if (isObject(node.Float)) return String(node.Float.fval ?? '0');
   const c = node.A_Const;
   if (!isObject(c)) return undefined;
   if (isObject(c.sval)) return typeof c.sval.sval === 'string' ? c.sval.sval : '';
