@@ -262,7 +262,7 @@ export class PolicyJudge implements RequestJudge {
         };
       case 'review':
         // Until an approval channel is configured, a statement that needs review is refused.
-        return { action: 'deny', rule: v.rule, error: pgError.reviewUnavailable(v.rule, v.reason) };
+        return { action: 'deny', rule: v.rule, error: pgError.reviewUnavailable(v.rule, v.message ?? v.reason) };
     }
   }
 

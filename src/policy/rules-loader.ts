@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseDocument } from 'yaml';
+import { LineCounter, parseDocument } from 'yaml';
 import { compileNamePattern, compileRule, emptyPolicy, type Policy } from './policy.js';
 import { rulesFileSchema } from './rules-schema.js';
 
@@ -64,9 +64,18 @@ export function compileRules(docs: { file: string; text: string }[]): Policy {
   for (const { file, text } of docs) {
     const base = path.basename(file);
     hash.update(base).update('\0').update(text).update('\0');
-    const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+    // An empty file is what an in-place save leaves between truncating and writing: loading it
+    // would silently drop that file's rules. To remove rules, delete the file (atomic).
+    if (/^\s*$/.test(text.replace(/^\s*#.*$/gm, ''))) {
+      problems.push({ file: base, path: '(file)', message: 'file is empty; delete it to remove its rules' });
+      continue;
+    }
+    const lineCounter = new LineCounter();
+    const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, lineCounter });
     if (doc.errors.length > 0) {
-      for (const e of doc.errors) problems.push({ file: base, path: `line ${e.linePos?.[0]?.line ?? '?'}`, message: e.message.split('\n')[0]! });
+      for (const e of doc.errors) {
+        problems.push({ file: base, path: `line ${lineCounter.linePos(e.pos[0]).line}`, message: e.message.split('\n')[0]! });
+      }
       continue;
     }
     const parsed = rulesFileSchema.safeParse(doc.toJS() ?? {});

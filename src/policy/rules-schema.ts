@@ -36,7 +36,7 @@ export const ruleSchema = z
     /** Identity conditions under which the rule does not apply (e.g. a migration user). */
     except: matchSchema.pick({ users: true, applications: true, databases: true }).strict().optional(),
     action: z.enum(ACTIONS),
-    /** Shown to the agent for deny and review, instead of the generic text. */
+    /** Deny: replaces the error message. Review: shown as the error's DETAIL. */
     message: z.string().max(500).optional(),
   })
   .strict();
