@@ -76,6 +76,8 @@ export class Classifier {
 }
 
 export function classifyUncached(sql: string): ClassifyResult {
+  // An empty query string is valid (the server answers EmptyQueryResponse); libpg-query refuses it.
+  if (sql.trim() === '') return { ok: true, statements: [] };
   let tree: ParseTree;
   try {
     tree = parseSync(sql) as ParseTree;

@@ -152,13 +152,9 @@ class Collector {
 
   private visit(type: string, n: Json, access: RelationRef['access']): void {
     switch (type) {
-      case 'RangeVar': {
-        const name = typeof n.relname === 'string' ? n.relname : '';
-        const schema = typeof n.schemaname === 'string' ? n.schemaname : undefined;
-        if (schema === undefined && this.cteScopes.some((s) => s.has(name))) return;
-        this.relations.push({ ...(schema !== undefined ? { schema } : {}), name, access });
+      case 'RangeVar':
+        this.addRelation(n, access, false);
         return;
-      }
       case 'FuncCall': {
         const fn = names(n.funcname).join('.').toLowerCase();
         this.functions.add(fn);
@@ -176,7 +172,8 @@ class Collector {
       case 'MergeStmt':
         this.kinds.add('write');
         this.withScope(n.withClause, () => {
-          if (isObject(n.relation)) this.visit('RangeVar', n.relation, 'write');
+          // The target of INSERT/UPDATE/DELETE/MERGE is always a table, never a CTE.
+          if (isObject(n.relation)) this.addRelation(n.relation, 'write', true);
           const { relation: _r, withClause: _w, ...rest } = n;
           this.walk(rest, 'read');
         });
@@ -188,7 +185,8 @@ class Collector {
           this.kinds.add('ddl');
         }
         this.withScope(n.withClause, () => {
-          const { withClause: _w, ...rest } = n;
+          const { withClause: _w, intoClause, ...rest } = n;
+          if (isObject(intoClause) && isObject(intoClause.rel)) this.addRelation(intoClause.rel, 'ddl', true);
           this.walk(rest, 'read');
         });
         return;
@@ -200,21 +198,34 @@ class Collector {
     }
   }
 
+  private addRelation(n: Json, access: RelationRef['access'], alwaysTable: boolean): void {
+    const name = typeof n.relname === 'string' ? n.relname : '';
+    const schema = typeof n.schemaname === 'string' ? n.schemaname : undefined;
+    if (!alwaysTable && schema === undefined && this.cteScopes.some((s) => s.has(name))) return;
+    this.relations.push({ ...(schema !== undefined ? { schema } : {}), name, access });
+  }
+
+  /**
+   * CTE scoping as PostgreSQL resolves names: in a plain WITH each CTE body sees only the CTEs
+   * defined before it (a same-named reference inside its own body is the real table); in WITH
+   * RECURSIVE every CTE of the list is visible in every body. The main statement sees them all.
+   */
   private withScope(withClause: unknown, body: () => void): void {
     if (!isObject(withClause)) {
       body();
       return;
     }
-    const scope = new Set<string>();
-    for (const cte of Array.isArray(withClause.ctes) ? withClause.ctes : []) {
-      if (isObject(cte) && isObject(cte.CommonTableExpr) && typeof cte.CommonTableExpr.ctename === 'string') {
-        scope.add(cte.CommonTableExpr.ctename);
-      }
-    }
+    const ctes = (Array.isArray(withClause.ctes) ? withClause.ctes : [])
+      .map((c) => (isObject(c) && isObject(c.CommonTableExpr) ? c.CommonTableExpr : null))
+      .filter((c): c is Json => c !== null);
+    const nameOf = (c: Json) => (typeof c.ctename === 'string' ? c.ctename : '');
+    const scope = new Set<string>(withClause.recursive === true ? ctes.map(nameOf) : []);
     this.cteScopes.push(scope);
     try {
-      // CTE bodies see the CTE names too (WITH RECURSIVE), so walk them inside the scope.
-      this.walk(withClause.ctes, 'read');
+      for (const cte of ctes) {
+        this.walk({ ctequery: cte.ctequery }, 'read');
+        scope.add(nameOf(cte));
+      }
       body();
     } finally {
       this.cteScopes.pop();
@@ -330,7 +341,8 @@ export function classifyStatement(stmt: Json): StatementInfo {
     case 'AlterRoleSetStmt':
     case 'AlterDatabaseSetStmt':
     case 'AlterSystemStmt': {
-      const set = isObject(n.setstmt) && isObject(n.setstmt.VariableSetStmt) ? n.setstmt.VariableSetStmt : undefined;
+      // setstmt holds a VariableSetStmt's fields, with or without the node wrapper.
+      const set = isObject(n.setstmt) ? (isObject(n.setstmt.VariableSetStmt) ? n.setstmt.VariableSetStmt : n.setstmt) : undefined;
       const via = node === 'AlterRoleSetStmt' ? 'alter-role' : node === 'AlterDatabaseSetStmt' ? 'alter-database' : 'alter-system';
       if (set) c.settings.push(...variableSet(set, via));
       c.walk(n);
