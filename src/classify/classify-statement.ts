@@ -117,7 +117,19 @@ const KIND_OF: Record<string, Kind> = {
 };
 
 /** Functions that take SQL text or a cursor and run it: their effect cannot be known statically. */
-const RUNS_SQL_FROM_STRING = /^(pg_catalog\.)?(query_to_xml|query_to_xmlschema|query_to_xml_and_xmlschema|cursor_to_xml|cursor_to_xmlschema|dblink.*|ts_stat)$/;
+const RUNS_SQL_FROM_STRING = /^(query_to_xml|query_to_xmlschema|query_to_xml_and_xmlschema|cursor_to_xml|cursor_to_xmlschema|dblink.*|ts_stat|ts_rewrite|crosstab\d*|connectby|xpath_table)$/i;
+
+/**
+ * A function name as PostgreSQL resolves it, without a database qualifier
+ * (`db.pg_catalog.set_config` is `pg_catalog.set_config`; PostgreSQL accepts the current
+ * database's name there). Returns the reported name and the bare function name.
+ */
+function functionName(funcname: unknown): { reported: string; base: string } {
+  // No case folding: the parser folded unquoted names; a quoted "LOWER" is another function.
+  const parts = names(funcname);
+  const kept = parts.length > 2 ? parts.slice(-2) : parts;
+  return { reported: kept.join('.'), base: kept[kept.length - 1] ?? '' };
+}
 
 /** Settings whose change switches the privileges in force ('all' is RESET ALL). */
 const PRIVILEGE_SETTINGS = new Set(['role', 'session_authorization', 'all']);
@@ -156,10 +168,11 @@ class Collector {
         this.addRelation(n, access, false);
         return;
       case 'FuncCall': {
-        const fn = names(n.funcname).join('.').toLowerCase();
-        this.functions.add(fn);
-        if (fn === 'set_config' || fn === 'pg_catalog.set_config') this.setConfig(n.args);
-        if (RUNS_SQL_FROM_STRING.test(fn)) this.unanalysable.push(`${fn}() runs SQL given as a string`);
+        const fn = functionName(n.funcname);
+        this.functions.add(fn.reported);
+        // Matched on the bare name in any schema: a look-alike in another schema is judged as it.
+        if (fn.base === 'set_config') this.setConfig(n.args);
+        if (RUNS_SQL_FROM_STRING.test(fn.base)) this.unanalysable.push(`${fn.reported}() runs SQL given as a string`);
         this.walk(n, 'read');
         return;
       }
@@ -257,7 +270,9 @@ function variableSet(n: Json, via: SettingChange['via']): SettingChange[] {
   if (kind === 'VAR_RESET_ALL') return [{ name: 'all', local: false, via: 'reset' }];
   if (kind === 'VAR_RESET' || kind === 'VAR_SET_DEFAULT') return [{ name, local: n.is_local === true, via: 'reset' }];
   const args = Array.isArray(n.args) ? n.args : [];
-  const values = args.map(constString);
+  let values = args.map(constString);
+  // List settings keep each argument as one exact element (flatten_set_variable_args quotes them).
+  if (name === 'search_path') values = values.map((v) => (v === undefined || /^[a-z_][a-z0-9_$]*$/.test(v) ? v : `"${v.replace(/"/g, '""')}"`));
   const value = values.every((v) => v !== undefined) ? values.join(', ') : undefined;
   return [{ name, ...(value !== undefined ? { value } : {}), local: n.is_local === true, via }];
 }
@@ -288,6 +303,7 @@ export function classifyStatement(stmt: Json): StatementInfo {
   let kind: Kind = KIND_OF[node] ?? 'ddl';
   let defines: StatementInfo['defines'];
   let uses: StatementInfo['uses'];
+  let forgets: StatementInfo['forgets'];
   let serverFileAccess = false;
 
   switch (node) {
@@ -370,7 +386,13 @@ export function classifyStatement(stmt: Json): StatementInfo {
       uses = { type: 'cursor', name: String(n.portalname ?? '') };
       break;
     case 'ClosePortalStmt':
+      forgets = { type: 'cursor', name: typeof n.portalname === 'string' ? n.portalname : null };
+      break;
     case 'DeallocateStmt':
+      forgets = { type: 'prepared', name: typeof n.name === 'string' && n.isall !== true ? n.name : null };
+      break;
+    case 'DiscardStmt':
+      forgets = { type: 'all', name: null };
       break;
     case 'DoStmt':
       c.unanalysable.push('DO block: procedural code whose statements cannot be judged in advance');
@@ -420,6 +442,7 @@ export function classifyStatement(stmt: Json): StatementInfo {
     unanalysable: c.unanalysable,
     ...(defines ? { defines } : {}),
     ...(uses ? { uses } : {}),
+    ...(forgets ? { forgets } : {}),
     ...(serverFileAccess ? { serverFileAccess } : {}),
   };
 }

@@ -14,7 +14,11 @@ export interface RelationRef {
 
 export interface SettingChange {
   name: string;
-  /** The new value when it is a constant; undefined for RESET / DEFAULT or a computed value. */
+  /**
+   * The new value when it is a constant; undefined for RESET / DEFAULT or a computed value.
+   * For search_path, SET's arguments are joined the way PostgreSQL stores them: each element
+   * double-quoted unless it is a plain lower-case name.
+   */
   value?: string;
   /** SET LOCAL or set_config(..., true): reverts at transaction end. */
   local: boolean;
@@ -42,6 +46,8 @@ export interface StatementInfo {
   /** SQL-level PREPARE/DECLARE: the name it defines; EXECUTE/FETCH/MOVE/CLOSE: the name it uses. */
   defines?: { type: 'prepared' | 'cursor'; name: string };
   uses?: { type: 'prepared' | 'cursor'; name: string };
+  /** CLOSE / DEALLOCATE / DISCARD: the name it removes, or null for ALL. */
+  forgets?: { type: 'prepared' | 'cursor' | 'all'; name: string | null };
   /** COPY ... TO/FROM a server file or PROGRAM. */
   serverFileAccess?: boolean;
 }

@@ -64,6 +64,10 @@ function functionMatches(patterns: NamePattern[], fn: string, ctx: EvalContext, 
   const dot = fn.lastIndexOf('.');
   const name = dot < 0 ? fn : fn.slice(dot + 1);
   const schemas = dot < 0 ? [...ctx.searchPath, 'pg_catalog'] : [fn.slice(0, dot)];
+  // Deny/review also match a quoted upper-case look-alike ("PG_READ_FILE"): the safe reading.
+  if (!all && name !== name.toLowerCase() && patterns.some((p) => nameMatches(p, schemas.map((s) => s.toLowerCase()), name.toLowerCase(), false))) {
+    return true;
+  }
   return patterns.some((p) => nameMatches(p, schemas, name, all));
 }
 

@@ -51,6 +51,15 @@ export function guardStatement(st: StatementInfo): Verdict | null {
  * `--name=value`, or the parameter itself. Returns a refusal message or null.
  */
 export function guardStartup(params: ReadonlyMap<string, string>): string | null {
+  for (const s of startupSettings(params)) {
+    const v = settingGuard(s);
+    if (v) return v.message ?? v.reason;
+  }
+  return null;
+}
+
+/** The run-time settings a StartupMessage makes: `options` (-c name=value, --name=value) and parameters. */
+export function startupSettings(params: ReadonlyMap<string, string>): SettingChange[] {
   const settings: SettingChange[] = [];
   for (const [name, value] of params) {
     if (name === 'options') {
@@ -71,11 +80,7 @@ export function guardStartup(params: ReadonlyMap<string, string>): string | null
       settings.push({ name: name.toLowerCase(), value, local: false, via: 'set' });
     }
   }
-  for (const s of settings) {
-    const v = settingGuard(s);
-    if (v) return v.message ?? v.reason;
-  }
-  return null;
+  return settings;
 }
 
 /** The server's own report of a setting overrides everything: refuse traffic if it went unsafe. */

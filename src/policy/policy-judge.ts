@@ -1,12 +1,12 @@
 import type { Classifier } from '../classify/classifier.js';
-import type { StatementInfo } from '../classify/statement-info.js';
+import type { SettingChange, StatementInfo } from '../classify/statement-info.js';
 import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
 import type { Decision, RequestJudge, RowCap } from '../session/decision.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import { evaluateStatement, sensitiveRelations, stricter, type EvalContext, type Verdict } from './evaluate.js';
-import { guardServerParams, guardStartup, guardStatement } from './guards.js';
+import { guardServerParams, guardStartup, guardStatement, startupSettings } from './guards.js';
 import type { Policy } from './policy.js';
 
 /**
@@ -50,12 +50,16 @@ function unanalysable(node: string, reason: string): StatementInfo {
   return { node, kind: 'utility', kinds: ['utility'], relations: [], functions: [], columns: [], settings: [], unanalysable: [reason] };
 }
 
-function searchPathSchemas(value: string): string[] {
-  return value
+/**
+ * The schemas a search_path value names: a list the server splits on commas, case-folding
+ * unquoted names (SplitIdentifierString); the classifier quotes SET's arguments as PostgreSQL does.
+ */
+function searchPathSchemas(s: SettingChange): string[] {
+  return (s.value ?? '')
     .split(',')
-    .map((s) => s.trim())
-    .map((s) => (s.startsWith('"') && s.endsWith('"') ? s.slice(1, -1).replace(/""/g, '"') : s.toLowerCase()))
-    .filter((s) => s.length > 0);
+    .map((p) => p.trim())
+    .map((p) => (p.startsWith('"') && p.endsWith('"') ? p.slice(1, -1).replace(/""/g, '"') : p.toLowerCase()))
+    .filter((p) => p.length > 0);
 }
 
 export class PolicyJudge implements RequestJudge {
@@ -76,9 +80,9 @@ export class PolicyJudge implements RequestJudge {
     let s = this.states.get(session);
     if (!s) {
       s = { prepared: new Map(), cursors: new Map(), searchPath: new Set(DEFAULT_SEARCH_PATH) };
-      const opt = session.startupParams.get('options') ?? '';
-      const m = /(?:-c\s*|--)search_path=((?:\\.|\S)+)/.exec(opt);
-      if (m) for (const schema of searchPathSchemas(m[1]!.replace(/\\(.)/g, '$1'))) s.searchPath.add(schema);
+      for (const setting of startupSettings(session.startupParams)) {
+        if (setting.name === 'search_path') for (const schema of searchPathSchemas(setting)) s.searchPath.add(schema);
+      }
       this.states.set(session, s);
     }
     return s;
@@ -102,7 +106,7 @@ export class PolicyJudge implements RequestJudge {
     const serverGuard = guardServerParams(session.serverParams);
     if (serverGuard) return this.toDecision(serverGuard);
     const state = this.stateFor(session);
-    const ctx = this.context(session, state);
+    let ctx = this.context(session, state);
     const judged: JudgedStatement[] = [];
     let verdict: Verdict = { action: 'allow', rule: 'default', reason: 'nothing to judge' };
 
@@ -142,6 +146,12 @@ export class PolicyJudge implements RequestJudge {
       if (msg.type === 'Bind') boundHere.set(msg.portal, []);
       if (!j) continue;
       if (!j.ok) return { action: 'deny', rule: j.verdict.rule, error: j.error };
+      // A SET search_path in this batch applies to the messages after it.
+      for (const { statement } of j.statements) {
+        for (const st of statement.settings) {
+          if (st.name === 'search_path') ctx = { ...ctx, searchPath: [...new Set([...ctx.searchPath, ...searchPathSchemas(st)])] };
+        }
+      }
       verdict = judged.length === 0 ? j.verdict : stricter(verdict, j.verdict);
       judged.push(...j.statements);
     }
@@ -214,6 +224,10 @@ export class PolicyJudge implements RequestJudge {
     for (const raw of statements) {
       const st = this.resolveUses(raw, state);
       const v = guardStatement(st) ?? evaluateStatement(policy, st, ctx);
+      // A SET search_path applies to the statements after it in the same request.
+      for (const s of st.settings) {
+        if (s.name === 'search_path') ctx = { ...ctx, searchPath: [...new Set([...ctx.searchPath, ...searchPathSchemas(s)])] };
+      }
       verdict = judged.length === 0 ? v : stricter(verdict, v);
       judged.push({ statement: st, verdict: v });
     }
@@ -232,8 +246,11 @@ export class PolicyJudge implements RequestJudge {
       ...target,
       node: st.node,
       uses: st.uses,
-      // Parameters of EXECUTE are expressions too (functions may hide there).
+      // Parameters of EXECUTE are expressions too (functions and set_config may hide there).
+      kinds: [...new Set([...target.kinds, ...st.kinds.filter((k) => k !== 'session')])],
       functions: [...new Set([...target.functions, ...st.functions])],
+      settings: [...target.settings, ...st.settings],
+      unanalysable: [...target.unanalysable, ...st.unanalysable],
       defines: undefined,
     } as StatementInfo;
   }
@@ -243,7 +260,12 @@ export class PolicyJudge implements RequestJudge {
       if (st.defines?.type === 'prepared') state.prepared.set(st.defines.name, { ...st, defines: undefined } as StatementInfo);
       if (st.defines?.type === 'cursor') state.cursors.set(st.defines.name, { ...st, defines: undefined } as StatementInfo);
       for (const s of st.settings) {
-        if (s.name === 'search_path' && s.value !== undefined) for (const schema of searchPathSchemas(s.value)) state.searchPath.add(schema);
+        if (s.name === 'search_path') for (const schema of searchPathSchemas(s)) state.searchPath.add(schema);
+      }
+      const f = st.forgets;
+      if (f) {
+        if (f.type !== 'cursor') (f.name === null ? state.prepared.clear() : state.prepared.delete(f.name));
+        if (f.type !== 'prepared') (f.name === null ? state.cursors.clear() : state.cursors.delete(f.name));
       }
     }
   }

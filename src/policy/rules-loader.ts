@@ -54,7 +54,7 @@ export function compileRules(docs: { file: string; text: string }[]): Policy {
   const setOnce = (key: string, file: string, apply: () => void) => {
     const prev = definedIn.get(key);
     if (prev !== undefined) {
-      problems.push({ file, path: key, message: `already set in ${path.basename(prev)}; set it in one file only` });
+      problems.push({ file: path.basename(file), path: key, message: `already set in ${path.basename(prev)}; set it in one file only` });
       return;
     }
     definedIn.set(key, file);

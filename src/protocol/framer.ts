@@ -33,6 +33,12 @@ export class Framer {
   constructor(
     private readonly maxMessageBytes: number,
     mode: FramingMode = 'typed',
+    /**
+     * For client input: the largest length a tag may declare, or null for a tag that does not
+     * exist. Checked on the header, before any body is buffered, as PostgreSQL's SocketBackend
+     * does: an unknown type or a Sync claiming megabytes is refused at once.
+     */
+    private readonly typedLimit?: (tag: number) => number | null,
   ) {
     this.mode = mode;
   }
@@ -77,6 +83,13 @@ export class Framer {
     }
     let total: number;
     if (typed) {
+      if (this.typedLimit) {
+        const limit = this.typedLimit(tag);
+        if (limit === null) throw new ProtocolViolation(`invalid frontend message type ${tag}`);
+        if (length > limit && limit < this.maxMessageBytes) {
+          throw new ProtocolViolation(`invalid message length ${length} for message type "${String.fromCharCode(tag)}"`);
+        }
+      }
       // The length counts itself (4 bytes) but not the tag.
       if (length < 4) throw new ProtocolViolation(`invalid message length ${length}`);
       if (length > this.maxMessageBytes) {

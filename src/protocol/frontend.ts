@@ -114,6 +114,33 @@ function values(r: BoundedReader, what: string): (Buffer | null)[] {
   return out;
 }
 
+/** PQ_SMALL_MESSAGE_LIMIT in PostgreSQL: the most a message without variable-size data may take. */
+const SMALL_MESSAGE_LIMIT = 10_000;
+
+/** Largest length each client message type may declare (null: no such type); see Framer. */
+export function frontendMessageLimit(tag: number): number | null {
+  switch (tag) {
+    case FrontendTag.Query:
+    case FrontendTag.Parse:
+    case FrontendTag.Bind:
+    case FrontendTag.CopyData:
+    case FrontendTag.FunctionCall:
+    case FrontendTag.AuthResponse:
+      return Number.MAX_SAFE_INTEGER; // bounded by limits.maxMessageBytes
+    case FrontendTag.Describe:
+    case FrontendTag.Execute:
+    case FrontendTag.Close:
+    case FrontendTag.CopyFail:
+    case FrontendTag.Sync:
+    case FrontendTag.Flush:
+    case FrontendTag.Terminate:
+    case FrontendTag.CopyDone:
+      return SMALL_MESSAGE_LIMIT;
+    default:
+      return null;
+  }
+}
+
 export function decodeFrontendMessage(frame: Frame): FrontendMessage {
   const r = new BoundedReader(frame.bytes, frame.bodyOffset);
   let msg: FrontendMessage;

@@ -4,7 +4,7 @@ import tls from 'node:tls';
 import type { Logger } from '../logger.js';
 import { AuthCode, BackendTag, FrontendTag, type TxStatus } from '../protocol/codes.js';
 import { Framer, type Frame } from '../protocol/framer.js';
-import { decodeFrontendMessage, decodeStartupPacket, type StartupPacket } from '../protocol/frontend.js';
+import { decodeFrontendMessage, decodeStartupPacket, frontendMessageLimit, type StartupPacket } from '../protocol/frontend.js';
 import {
   SSL_ACCEPT,
   SSL_REFUSE,
@@ -127,7 +127,7 @@ export class Session implements SessionInfo, CancelTarget {
     this.client = socket;
     this.clientAddress = `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}`;
     this.log = deps.log.child({ session: this.id, client: this.clientAddress });
-    this.clientFramer = new Framer(deps.limits.maxMessageBytes, 'startup');
+    this.clientFramer = new Framer(deps.limits.maxMessageBytes, 'startup', frontendMessageLimit);
     this.serverFramer = new Framer(Number.MAX_SAFE_INTEGER, 'typed');
     this.assembler = new RequestAssembler(deps.limits.maxBatchBytes);
     socket.setNoDelay(true);
@@ -173,6 +173,7 @@ export class Session implements SessionInfo, CancelTarget {
   }
 
   private readonly onClientData = (chunk: Buffer): void => {
+    if (this.phase === 'closed') return;
     this.clientFramer.push(chunk);
     this.pumpClient();
   };
