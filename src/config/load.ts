@@ -25,6 +25,7 @@ const ENV: Record<string, { path: string[]; kind: 'string' | 'int' }> = {
   PGWARDEN_HEALTH_LISTEN: { path: ['healthListen'], kind: 'string' },
   PGWARDEN_LOG_LEVEL: { path: ['logLevel'], kind: 'string' },
   PGWARDEN_RULES_DIR: { path: ['rulesDir'], kind: 'string' },
+  PGWARDEN_ESTIMATOR_URL: { path: ['estimatorUrl'], kind: 'string' },
   PGWARDEN_MAX_MESSAGE_BYTES: { path: ['limits', 'maxMessageBytes'], kind: 'int' },
   PGWARDEN_MAX_CLIENT_CONNECTIONS: { path: ['limits', 'maxClientConnections'], kind: 'int' },
 };
@@ -41,6 +42,7 @@ export const FLAGS: Record<string, { path: string[]; kind: 'string' | 'int' }> =
   'health-listen': { path: ['healthListen'], kind: 'string' },
   'log-level': { path: ['logLevel'], kind: 'string' },
   rules: { path: ['rulesDir'], kind: 'string' },
+  'estimator-url': { path: ['estimatorUrl'], kind: 'string' },
   'max-message-bytes': { path: ['limits', 'maxMessageBytes'], kind: 'int' },
 };
 

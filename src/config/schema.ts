@@ -54,6 +54,11 @@ export const configSchema = z
     workers: z.number().int().min(1).max(127).default(Math.min(os.availableParallelism(), 127)),
     /** host:port for GET /healthz (200 while accepting, 503 while draining); off when unset. */
     healthListen: hostPort.optional(),
+    /**
+     * postgres:// URL (user and password; the database is each session's) of a side connection
+     * allowed to EXPLAIN reads of sensitive tables. Unset: no planner estimates, row cap only.
+     */
+    estimatorUrl: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL').optional(),
     /** Directory of rule files (*.yaml). Default: the rules/ directory shipped with pgwarden. */
     rulesDir: z.string().optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import { Classifier, loadParser } from '../classify/classifier.js';
 import type { Logger } from '../logger.js';
 import { PolicyJudge } from './policy-judge.js';
+import { RowEstimator } from './row-estimator.js';
 import { RulesStore } from './rules-store.js';
 
 /**
@@ -22,5 +23,7 @@ export async function buildPolicyJudge(config: Config, log: Logger): Promise<{ j
   const rules = new RulesStore(config.rulesDir ?? BUNDLED_RULES_DIR, log);
   rules.watch();
   log.info({ event: 'rules-loaded', version: rules.current.version, files: rules.current.files, rules: rules.current.rules.length }, 'rules loaded');
-  return { judge: new PolicyJudge(rules, new Classifier()), rules };
+  const estimator = config.estimatorUrl ? new RowEstimator(config.estimatorUrl, log) : null;
+  if (!estimator) log.info('no estimatorUrl configured: large reads of sensitive tables are limited by the row cap only');
+  return { judge: new PolicyJudge(rules, new Classifier(), estimator), rules };
 }

@@ -8,6 +8,7 @@ import type { SessionInfo } from '../session/session-info.js';
 import { evaluateStatement, sensitiveRelations, stricter, type EvalContext, type Verdict } from './evaluate.js';
 import { guardServerParams, guardStartup, guardStatement, startupSettings } from './guards.js';
 import type { Policy } from './policy.js';
+import type { RowEstimator } from './row-estimator.js';
 
 /**
  * The decision step backed by classification and the rules: judges every statement of a
@@ -68,6 +69,8 @@ export class PolicyJudge implements RequestJudge {
   constructor(
     private readonly rules: PolicySource,
     private readonly classifier: Classifier,
+    /** Planner estimates for large reads of sensitive tables; without it only the row cap applies. */
+    private readonly estimator: RowEstimator | null = null,
   ) {}
 
   /** Refuses startup parameters that would change how SQL is read (standard_conforming_strings, encoding). */
@@ -101,7 +104,7 @@ export class PolicyJudge implements RequestJudge {
     };
   }
 
-  judge(request: Request, session: SessionInfo): Decision {
+  judge(request: Request, session: SessionInfo): Decision | Promise<Decision> {
     const policy = this.rules.current;
     const serverGuard = guardServerParams(session.serverParams);
     if (serverGuard) return this.toDecision(serverGuard);
@@ -156,9 +159,41 @@ export class PolicyJudge implements RequestJudge {
       judged.push(...j.statements);
     }
     if (verdict.action !== 'allow') return this.toDecision(verdict);
+    const estimateFor = this.estimateCandidate(policy, request, judged, ctx);
+    if (!estimateFor) return this.finishAllowed(policy, judged, state, ctx, capKey);
+    // A read of a sensitive table: ask the planner how many rows it expects.
+    const { sql, statement } = estimateFor;
+    return this.estimator!.estimate(session.database, ctx.searchPath, sql).then((rows) => {
+      if (rows === null || rows <= policy.sensitive.rowThreshold) return this.finishAllowed(policy, judged, state, ctx, capKey);
+      const asExport: StatementInfo = { ...statement, kinds: [...new Set([...statement.kinds, 'export' as const])] };
+      const v = evaluateStatement(policy, asExport, ctx);
+      const exportVerdict: Verdict = {
+        ...v,
+        reason: `the planner estimates ${Math.round(rows)} rows from sensitive table(s), above the threshold of ${policy.sensitive.rowThreshold}: treated as a bulk export; ${v.reason}`,
+      };
+      if (exportVerdict.action !== 'allow') return this.toDecision(exportVerdict);
+      return this.finishAllowed(policy, judged, state, ctx, capKey);
+    });
+  }
+
+  private finishAllowed(policy: Policy, judged: JudgedStatement[], state: SessionPolicyState, ctx: EvalContext, capKey: string | null): Decision {
     this.applyEffects(judged, state);
     const cap = this.rowCap(policy, judged, ctx, capKey);
     return cap ? { action: 'allow', rowCap: cap } : ALLOW;
+  }
+
+  /**
+   * Only a simple Query holding exactly one plain read of a sensitive table, calling no
+   * function (planning can evaluate immutable functions), is estimated; parameterised
+   * statements cannot be planned without their values on PostgreSQL 15, so they rely on the cap.
+   */
+  private estimateCandidate(policy: Policy, request: Request, judged: JudgedStatement[], ctx: EvalContext): { sql: string; statement: StatementInfo } | null {
+    if (!this.estimator || request.kind !== 'simple' || judged.length !== 1) return null;
+    const msg = request.messages[0]?.msg;
+    const st = judged[0]!.statement;
+    if (msg?.type !== 'Query' || st.node !== 'SelectStmt' || st.functions.length > 0) return null;
+    if (!st.kinds.every((k) => k === 'read')) return null;
+    return sensitiveRelations(policy, st, ctx).length > 0 ? { sql: msg.sql, statement: st } : null;
   }
 
   /** Reads of sensitive tables get a hard row cap (when the rules set one). */

@@ -86,6 +86,7 @@ export class Session implements SessionInfo, CancelTarget {
   /** Client frames are not processed while set: a decision or an ordered reply is pending. */
   private waiting = false;
   private decisionAbort: AbortController | null = null;
+  private nextAbort = new AbortController();
   /** Replies pgwarden wrote itself that must follow the responses still owed by the server. */
   private orderedReplies: Buffer[] = [];
   /**
@@ -358,7 +359,9 @@ export class Session implements SessionInfo, CancelTarget {
       }
       return;
     }
-    const abort = new AbortController();
+    // One controller per session, replaced only when an asynchronous decision took it:
+    // creating an AbortSignal per request is measurable on the hot path.
+    const abort = this.nextAbort;
     let decision: Decision | Promise<Decision>;
     try {
       decision = this.deps.judge.judge(request, this, abort.signal);
@@ -369,6 +372,7 @@ export class Session implements SessionInfo, CancelTarget {
     if (decision instanceof Promise) {
       this.waiting = true;
       this.decisionAbort = abort;
+      this.nextAbort = new AbortController();
       this.flushUpstream();
       decision
         .catch((err: unknown): Decision => {

@@ -85,9 +85,21 @@ function shippedPlus(yaml: string): Policy {
   return compileRules([...docs, { file: 'zz-site.yaml', text: yaml }]);
 }
 
-const judgeWith = (policy: Policy) => new PolicyJudge(new SwappableRules(policy), classifier);
+/** Without an estimator every decision is synchronous; a Promise here would be a defect. */
+const judgeWith = (policy: Policy) => {
+  const judge = new PolicyJudge(new SwappableRules(policy), classifier);
+  return {
+    judge(request: Request, session: SessionInfo): Decision {
+      const d = judge.judge(request, session);
+      if (d instanceof Promise) throw new Error('unexpected asynchronous decision without an estimator');
+      return d;
+    },
+    checkStartup: (params: ReadonlyMap<string, string>) => judge.checkStartup(params),
+  };
+};
 
-function denied(d: Decision): { rule: string; code: string } {
+function denied(d: Decision | Promise<Decision>): { rule: string; code: string } {
+  if (d instanceof Promise) throw new Error('unexpected asynchronous decision without an estimator');
   if (d.action !== 'deny') throw new Error(`expected a deny, got ${JSON.stringify(d)}`);
   return { rule: d.rule, code: d.error.code };
 }
