@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { classifyUncached, loadParser } from '../../src/classify/classifier.js';
 import { classifyStatement } from '../../src/classify/classify-statement.js';
 import type { StatementInfo } from '../../src/classify/statement-info.js';
+import { one, statements } from '../helpers/classify.js';
 
 /**
  * Classification of schema changes (DDL), privilege changes and server administration.
@@ -10,18 +11,6 @@ import type { StatementInfo } from '../../src/classify/statement-info.js';
 beforeAll(async () => {
   await loadParser();
 });
-
-function statements(sql: string): StatementInfo[] {
-  const r = classifyUncached(sql);
-  if (!r.ok) throw new Error(`expected ${JSON.stringify(sql)} to parse, got: ${r.message}`);
-  return r.statements;
-}
-
-function one(sql: string): StatementInfo {
-  const list = statements(sql);
-  expect(list, sql).toHaveLength(1);
-  return list[0]!;
-}
 
 describe('classify: schema changes', () => {
   it('classifies CREATE TABLE as ddl on the new table', () => {

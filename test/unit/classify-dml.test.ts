@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Classifier, classifyUncached, loadParser } from '../../src/classify/classifier.js';
 import type { StatementInfo } from '../../src/classify/statement-info.js';
+import { one, statements } from '../helpers/classify.js';
 
 /**
  * Classification of reads and writes (SELECT, INSERT, UPDATE, DELETE, MERGE, EXPLAIN) and of
@@ -9,18 +10,6 @@ import type { StatementInfo } from '../../src/classify/statement-info.js';
 beforeAll(async () => {
   await loadParser();
 });
-
-function statements(sql: string): StatementInfo[] {
-  const r = classifyUncached(sql);
-  if (!r.ok) throw new Error(`expected ${JSON.stringify(sql)} to parse, got: ${r.message}`);
-  return r.statements;
-}
-
-function one(sql: string): StatementInfo {
-  const list = statements(sql);
-  expect(list, sql).toHaveLength(1);
-  return list[0]!;
-}
 
 const relationNames = (st: StatementInfo): string[] => st.relations.map((r) => (r.schema ? `${r.schema}.${r.name}` : r.name)).sort();
 

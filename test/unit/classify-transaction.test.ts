@@ -1,23 +1,12 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { classifyUncached, loadParser } from '../../src/classify/classifier.js';
 import type { StatementInfo } from '../../src/classify/statement-info.js';
+import { one, statements } from '../helpers/classify.js';
 
 /** Classification of transaction control: BEGIN/COMMIT/ROLLBACK, savepoints, two-phase commit. */
 beforeAll(async () => {
   await loadParser();
 });
-
-function statements(sql: string): StatementInfo[] {
-  const r = classifyUncached(sql);
-  if (!r.ok) throw new Error(`expected ${JSON.stringify(sql)} to parse, got: ${r.message}`);
-  return r.statements;
-}
-
-function one(sql: string): StatementInfo {
-  const list = statements(sql);
-  expect(list, sql).toHaveLength(1);
-  return list[0]!;
-}
 
 describe('classify: transaction control', () => {
   it.each([
