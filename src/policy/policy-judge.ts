@@ -83,6 +83,11 @@ export class PolicyJudge implements RequestJudge {
     let s = this.states.get(session);
     if (!s) {
       s = { prepared: new Map(), cursors: new Map(), searchPath: new Set(DEFAULT_SEARCH_PATH) };
+      // The effective search_path the server reported at session start (role/database defaults).
+      const reported = session.serverParams.get('search_path');
+      if (reported !== undefined) {
+        for (const schema of searchPathSchemas({ name: 'search_path', value: reported, local: false, via: 'set' })) s.searchPath.add(schema);
+      }
       for (const setting of startupSettings(session.startupParams)) {
         if (setting.name === 'search_path') for (const schema of searchPathSchemas(setting)) s.searchPath.add(schema);
       }

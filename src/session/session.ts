@@ -57,10 +57,12 @@ export interface SessionDeps {
  *   startup     reading SSLRequest / GSSENCRequest / CancelRequest / StartupMessage
  *   connecting  StartupMessage received, opening the upstream connection
  *   auth        relaying authentication between client and upstream
+ *   probing     authenticated; reading the session's effective search_path before the client's
+ *               first ReadyForQuery (role and database defaults are invisible otherwise)
  *   ready       judging requests and relaying results
  *   closed
  */
-type Phase = 'startup' | 'connecting' | 'auth' | 'ready' | 'closed';
+type Phase = 'startup' | 'connecting' | 'auth' | 'probing' | 'ready' | 'closed';
 
 let nextSessionId = 1;
 
@@ -114,6 +116,7 @@ export class Session implements SessionInfo, CancelTarget {
   private negotiations = 0;
   private upstreamKey: { processId: number; secretKey: Buffer } | null = null;
   private ourProcessId: number | null = null;
+  private heldReady: Buffer | null = null;
   private startupTimer: NodeJS.Timeout | null;
   private clientPaused = false;
   private upstreamNeedsDrain = false;
@@ -196,7 +199,7 @@ export class Session implements SessionInfo, CancelTarget {
   private pumpClient(): void {
     try {
       let frame: Frame | null;
-      while (!this.waiting && this.phase !== 'closed' && this.phase !== 'connecting' && (frame = this.clientFramer.next())) {
+      while (!this.waiting && this.phase !== 'closed' && this.phase !== 'connecting' && this.phase !== 'probing' && (frame = this.clientFramer.next())) {
         this.onClientFrame(frame);
       }
     } catch (err) {
@@ -521,13 +524,20 @@ export class Session implements SessionInfo, CancelTarget {
   }
 
   private onServerFrame(frame: Frame): void {
+    if (this.phase === 'probing') {
+      this.onProbeFrame(frame);
+      return;
+    }
     if (this.phase === 'ready') this.tracker.onServerMessage(frame.tag);
     switch (frame.tag) {
       case BackendTag.ReadyForQuery:
         this.txStatus = readyForQueryStatus(frame);
         this.copyIn = false;
-        if (this.phase === 'auth') this.onAuthenticated();
-        else if (this.outstanding > 0) this.readySeen++;
+        if (this.phase === 'auth') {
+          this.startProbe(frame);
+          return;
+        }
+        if (this.outstanding > 0) this.readySeen++;
         if (this.injected[0]?.ready === this.readySeen) this.injected.shift();
         while (this.caps[0] && this.readySeen >= this.caps[0].to) {
           const done = this.caps.shift()!;
@@ -647,6 +657,31 @@ export class Session implements SessionInfo, CancelTarget {
     return encodeBackendKeyData(ours.processId, ours.secretKey);
   }
 
+  /**
+   * The first ReadyForQuery after authentication is held while pgwarden asks the server for the
+   * session's search_path: ALTER ROLE/DATABASE ... SET search_path is applied by the server and
+   * never reported in ParameterStatus, yet decides which table an unqualified name is.
+   */
+  private startProbe(firstReady: Frame): void {
+    this.phase = 'probing';
+    this.heldReady = Buffer.from(firstReady.bytes);
+    this.upstream?.write(SHOW_SEARCH_PATH);
+  }
+
+  private onProbeFrame(frame: Frame): void {
+    if (frame.tag === BackendTag.DataRow) {
+      const row = decodeBackendMessage(frame) as unknown as { fields: (string | null)[] };
+      const value = row.fields[0];
+      if (typeof value === 'string') this.serverParams.set('search_path', value);
+      return;
+    }
+    if (frame.tag !== BackendTag.ReadyForQuery) return; // RowDescription, CommandComplete, an error
+    this.onAuthenticated();
+    if (this.heldReady) this.toClient.push(this.heldReady);
+    this.heldReady = null;
+    setImmediate(() => this.pumpClient());
+  }
+
   private onAuthenticated(): void {
     this.phase = 'ready';
     if (this.startupTimer) clearTimeout(this.startupTimer);
@@ -724,6 +759,8 @@ export class Session implements SessionInfo, CancelTarget {
     this.deps.onClose(this);
   }
 }
+
+const SHOW_SEARCH_PATH = new Writer().addCString('SHOW search_path').flush(FrontendTag.Query);
 
 /** A Query that always fails (division by zero), used to put the server's transaction into the failed state. */
 const ABORT_TRANSACTION = new Writer().addCString('SELECT 1/0 -- pgwarden: a statement in this transaction was refused').flush(FrontendTag.Query);
