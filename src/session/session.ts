@@ -22,7 +22,8 @@ import { encodeCancelRequest, encodeStartupMessage } from '../protocol/frontend-
 import { pgError } from '../protocol/pg-error.js';
 import { ProtocolViolation } from '../protocol/protocol-violation.js';
 import type { CancelKeys, CancelTarget } from './cancel-keys.js';
-import type { Decision, RequestJudge, RowCap } from './decision.js';
+import type { Decision, RequestJudge } from './decision.js';
+import { RowCaps } from './row-caps.js';
 import { OutputBatch } from './output-batch.js';
 import type { Request } from './request.js';
 import { RequestAssembler } from './request-assembler.js';
@@ -105,10 +106,7 @@ export class Session implements SessionInfo, CancelTarget {
    * (pgwarden's own error) or dropped when null.
    */
   private injected: { ready: number; replacement: Buffer | null }[] = [];
-  /** Row caps of forwarded requests, answered between ReadyForQuery numbers `from` and `to`. */
-  private caps: { from: number; to: number; cap: RowCap; count: number; exceeded: boolean; reported: boolean }[] = [];
-  /** Rows already returned per portal/cursor key, for caps that span several requests. */
-  private readonly capCounts = new Map<string, number>();
+  private readonly rowCaps = new RowCaps();
   /** After a denied partial batch, the server's rule: discard until Sync, then ReadyForQuery. */
   private discardUntilSync = false;
   private copyIn = false;
@@ -398,7 +396,7 @@ export class Session implements SessionInfo, CancelTarget {
     if (decision.action === 'allow') {
       const from = this.readyExpected;
       this.forward(request);
-      if (decision.rowCap) this.trackRowCap(decision.rowCap, from, Math.max(this.readyExpected, from + 1));
+      if (decision.rowCap) this.rowCaps.track(decision.rowCap, from, Math.max(this.readyExpected, from + 1));
       return;
     }
     this.log.info({ rule: decision.rule, sqlstate: decision.error.code, kind: request.kind }, 'request refused');
@@ -419,18 +417,6 @@ export class Session implements SessionInfo, CancelTarget {
     }
   }
 
-  private trackRowCap(cap: RowCap, from: number, to: number): void {
-    if (cap.key !== null && cap.fresh) this.capCounts.delete(cap.key);
-    const count = cap.key !== null ? (this.capCounts.get(cap.key) ?? 0) : 0;
-    this.caps.push({ from, to, cap, count, exceeded: false, reported: false });
-  }
-
-  /** The cap governing server output right now, if any. */
-  private currentCap(): (typeof this.caps)[number] | undefined {
-    const c = this.caps[0];
-    return c && this.readySeen >= c.from && this.readySeen < c.to ? c : undefined;
-  }
-
   private abortServerTransaction(replacement: Buffer | null): void {
     this.readyExpected++;
     this.injected.push({ ready: this.readyExpected, replacement });
@@ -440,7 +426,7 @@ export class Session implements SessionInfo, CancelTarget {
   private forward(request: Request): void {
     for (const { frame, msg } of request.messages) {
       this.tracker.observe(msg);
-      if (msg.type === 'Bind') this.capCounts.delete(`portal:${msg.portal}`);
+      if (msg.type === 'Bind') this.rowCaps.portalBound(msg.portal);
       if (msg.type === 'Query' || msg.type === 'FunctionCall' || (msg.type === 'Sync' && !this.copyIn)) {
         this.readyExpected++;
       }
@@ -539,10 +525,7 @@ export class Session implements SessionInfo, CancelTarget {
         }
         if (this.outstanding > 0) this.readySeen++;
         if (this.injected[0]?.ready === this.readySeen) this.injected.shift();
-        while (this.caps[0] && this.readySeen >= this.caps[0].to) {
-          const done = this.caps.shift()!;
-          if (done.cap.key !== null) this.capCounts.set(done.cap.key, done.count);
-        }
+        this.rowCaps.onReady(this.readySeen);
         this.toClient.push(frame.bytes);
         if (this.shuttingDown && this.isIdle) this.shutdownNow();
         return;
@@ -565,36 +548,33 @@ export class Session implements SessionInfo, CancelTarget {
         if (this.lastForwardedSyncedExtended && this.outstanding > 0) this.readyExpected--;
         this.toClient.push(frame.bytes);
         return;
-      case BackendTag.DataRow: {
-        const cap = this.currentCap();
-        if (cap && ++cap.count > cap.cap.limit) {
-          // Past the cap: nothing more reaches the client; ask the server to stop producing.
-          if (!cap.exceeded) {
-            cap.exceeded = true;
-            this.log.warn({ tables: cap.cap.tables, limit: cap.cap.limit }, 'row cap exceeded; result cut off');
+      case BackendTag.DataRow:
+        switch (this.rowCaps.onDataRow(this.readySeen)) {
+          case 'forward':
+            this.toClient.push(frame.bytes);
+            return;
+          case 'exceeded':
+            // Past the cap: nothing more reaches the client; ask the server to stop producing.
+            this.log.warn(this.rowCaps.describe(this.readySeen) ?? {}, 'row cap exceeded; result cut off');
             this.cancel();
-          }
-          return;
+            return;
+          case 'drop':
+            return;
         }
-        this.toClient.push(frame.bytes);
         return;
-      }
       case BackendTag.CommandComplete:
       case BackendTag.PortalSuspended:
       case BackendTag.EmptyQueryResponse:
       case BackendTag.RowDescription: {
-        const cap = this.currentCap();
-        if (cap?.exceeded) {
-          this.reportCapExceeded(cap);
-          return;
-        }
-        this.toClient.push(frame.bytes);
+        const replacement = this.rowCaps.onResultMessage(this.readySeen);
+        if (replacement) for (const m of replacement) this.toClient.push(m);
+        else this.toClient.push(frame.bytes);
         return;
       }
       case BackendTag.ErrorResponse: {
-        const capped = this.currentCap();
-        if (capped?.exceeded) {
-          this.reportCapExceeded(capped);
+        const replacement = this.rowCaps.onResultMessage(this.readySeen);
+        if (replacement) {
+          for (const m of replacement) this.toClient.push(m);
           return;
         }
         const inj = this.injected[0];
@@ -610,13 +590,6 @@ export class Session implements SessionInfo, CancelTarget {
       default:
         this.toClient.push(frame.bytes);
     }
-  }
-
-  /** Replaces the end of a capped result with pgwarden's error, once; the rest is dropped. */
-  private reportCapExceeded(cap: { cap: RowCap; reported: boolean }): void {
-    if (cap.reported) return;
-    cap.reported = true;
-    this.toClient.push(encodeErrorResponse(pgError.rowCapExceeded(cap.cap.limit, cap.cap.tables)));
   }
 
   /**
