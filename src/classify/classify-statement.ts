@@ -409,10 +409,6 @@ export function classifyStatement(stmt: Json): StatementInfo {
       c.walk(n.sql_body);
       break;
     }
-    case 'CreateTrigStmt':
-    case 'RuleStmt':
-      c.walk(n, 'ddl');
-      break;
     default:
       // Walk the wrapper itself so that nested-statement rules (write targets, CTE scopes,
       // SELECT INTO) apply to the top-level statement too.

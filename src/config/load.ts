@@ -13,38 +13,35 @@ export class ConfigError extends Error {
 
 type Json = Record<string, unknown>;
 
-/** Environment variable → path in the config document, and how to read its text. */
-const ENV: Record<string, { path: string[]; kind: 'string' | 'int' }> = {
-  PGWARDEN_LISTEN: { path: ['listen'], kind: 'string' },
-  PGWARDEN_UPSTREAM: { path: ['upstream', 'url'], kind: 'string' },
-  PGWARDEN_UPSTREAM_SSLMODE: { path: ['upstream', 'sslmode'], kind: 'string' },
-  PGWARDEN_UPSTREAM_SSLROOTCERT: { path: ['upstream', 'sslrootcert'], kind: 'string' },
-  PGWARDEN_TLS_CERT: { path: ['tls', 'cert'], kind: 'string' },
-  PGWARDEN_TLS_KEY: { path: ['tls', 'key'], kind: 'string' },
-  PGWARDEN_WORKERS: { path: ['workers'], kind: 'int' },
-  PGWARDEN_HEALTH_LISTEN: { path: ['healthListen'], kind: 'string' },
-  PGWARDEN_LOG_LEVEL: { path: ['logLevel'], kind: 'string' },
-  PGWARDEN_RULES_DIR: { path: ['rulesDir'], kind: 'string' },
-  PGWARDEN_ESTIMATOR_URL: { path: ['estimatorUrl'], kind: 'string' },
-  PGWARDEN_MAX_MESSAGE_BYTES: { path: ['limits', 'maxMessageBytes'], kind: 'int' },
-  PGWARDEN_MAX_CLIENT_CONNECTIONS: { path: ['limits', 'maxClientConnections'], kind: 'int' },
-};
+interface OptionSpec {
+  /** Where the value goes in the config document. */
+  path: string[];
+  kind: 'string' | 'int';
+  env?: string;
+  flag?: string;
+}
 
-/** Command-line flag → path in the config document. */
-export const FLAGS: Record<string, { path: string[]; kind: 'string' | 'int' }> = {
-  listen: { path: ['listen'], kind: 'string' },
-  upstream: { path: ['upstream', 'url'], kind: 'string' },
-  'upstream-sslmode': { path: ['upstream', 'sslmode'], kind: 'string' },
-  'upstream-sslrootcert': { path: ['upstream', 'sslrootcert'], kind: 'string' },
-  'tls-cert': { path: ['tls', 'cert'], kind: 'string' },
-  'tls-key': { path: ['tls', 'key'], kind: 'string' },
-  workers: { path: ['workers'], kind: 'int' },
-  'health-listen': { path: ['healthListen'], kind: 'string' },
-  'log-level': { path: ['logLevel'], kind: 'string' },
-  rules: { path: ['rulesDir'], kind: 'string' },
-  'estimator-url': { path: ['estimatorUrl'], kind: 'string' },
-  'max-message-bytes': { path: ['limits', 'maxMessageBytes'], kind: 'int' },
-};
+/** Every setting that can come from the environment or a flag, in one table. */
+const OPTIONS: OptionSpec[] = [
+  { path: ['listen'], kind: 'string', env: 'PGWARDEN_LISTEN', flag: 'listen' },
+  { path: ['upstream', 'url'], kind: 'string', env: 'PGWARDEN_UPSTREAM', flag: 'upstream' },
+  { path: ['upstream', 'sslmode'], kind: 'string', env: 'PGWARDEN_UPSTREAM_SSLMODE', flag: 'upstream-sslmode' },
+  { path: ['upstream', 'sslrootcert'], kind: 'string', env: 'PGWARDEN_UPSTREAM_SSLROOTCERT', flag: 'upstream-sslrootcert' },
+  { path: ['tls', 'cert'], kind: 'string', env: 'PGWARDEN_TLS_CERT', flag: 'tls-cert' },
+  { path: ['tls', 'key'], kind: 'string', env: 'PGWARDEN_TLS_KEY', flag: 'tls-key' },
+  { path: ['workers'], kind: 'int', env: 'PGWARDEN_WORKERS', flag: 'workers' },
+  { path: ['healthListen'], kind: 'string', env: 'PGWARDEN_HEALTH_LISTEN', flag: 'health-listen' },
+  { path: ['logLevel'], kind: 'string', env: 'PGWARDEN_LOG_LEVEL', flag: 'log-level' },
+  { path: ['rulesDir'], kind: 'string', env: 'PGWARDEN_RULES_DIR', flag: 'rules' },
+  { path: ['estimatorUrl'], kind: 'string', env: 'PGWARDEN_ESTIMATOR_URL', flag: 'estimator-url' },
+  { path: ['limits', 'maxMessageBytes'], kind: 'int', env: 'PGWARDEN_MAX_MESSAGE_BYTES', flag: 'max-message-bytes' },
+  { path: ['limits', 'maxClientConnections'], kind: 'int', env: 'PGWARDEN_MAX_CLIENT_CONNECTIONS' },
+];
+
+/** Command-line flag → its setting (the CLI declares these options). */
+export const FLAGS: Record<string, OptionSpec> = Object.fromEntries(
+  OPTIONS.filter((o) => o.flag !== undefined).map((o) => [o.flag!, o]),
+);
 
 function setPath(doc: Json, path: string[], value: unknown): void {
   let node = doc;
@@ -94,7 +91,9 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   }
   // Every problem is collected and reported together.
   const problems: string[] = [];
-  for (const [name, spec] of Object.entries(ENV)) {
+  for (const spec of OPTIONS) {
+    const name = spec.env;
+    if (name === undefined) continue;
     const text = sources.env?.[name];
     if (text === undefined || text === '') continue;
     const value = convert(name, spec.kind, text, problems);

@@ -2,7 +2,7 @@ import type { Classifier } from '../classify/classifier.js';
 import type { SettingChange, StatementInfo } from '../classify/statement-info.js';
 import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
-import type { Decision, RequestJudge, RowCap } from '../session/decision.js';
+import { ALLOW, type Decision, type RequestJudge, type RowCap } from '../session/decision.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import { evaluateStatement, sensitiveRelations, stricter, type EvalContext, type Verdict } from './evaluate.js';
@@ -43,7 +43,6 @@ export type SqlJudgement =
   | { ok: true; verdict: Verdict; statements: JudgedStatement[] }
   | { ok: false; error: PgErrorFields; verdict: Verdict };
 
-const ALLOW: Decision = Object.freeze({ action: 'allow' });
 const DEFAULT_SEARCH_PATH = ['$user', 'public'];
 const ALWAYS_SEARCHED = ['pg_catalog', 'pg_temp'];
 
@@ -55,12 +54,40 @@ function unanalysable(node: string, reason: string): StatementInfo {
  * The schemas a search_path value names: a list the server splits on commas, case-folding
  * unquoted names (SplitIdentifierString); the classifier quotes SET's arguments as PostgreSQL does.
  */
-function searchPathSchemas(s: SettingChange): string[] {
-  return (s.value ?? '')
+function searchPathSchemas(value: string | undefined): string[] {
+  return (value ?? '')
     .split(',')
     .map((p) => p.trim())
     .map((p) => (p.startsWith('"') && p.endsWith('"') ? p.slice(1, -1).replace(/""/g, '"') : p.toLowerCase()))
     .filter((p) => p.length > 0);
+}
+
+function newState(): SessionPolicyState {
+  return { prepared: new Map(), cursors: new Map(), searchPath: new Set(DEFAULT_SEARCH_PATH) };
+}
+
+/** The evaluation context: '$user' expanded, pg_catalog and pg_temp always searched. */
+function evalContext(
+  identity: { user: string; database: string; application: string; inTransaction: boolean },
+  searchPath: Iterable<string>,
+): EvalContext {
+  const path: string[] = [];
+  for (const schema of searchPath) path.push(schema === '$user' ? identity.user : schema);
+  path.push(...ALWAYS_SEARCHED);
+  return { ...identity, searchPath: path };
+}
+
+/** Adds the schemas of every search_path change among `settings` to `into`. */
+function addSearchPaths(into: Set<string>, settings: readonly SettingChange[]): void {
+  for (const s of settings) if (s.name === 'search_path') for (const schema of searchPathSchemas(s.value)) into.add(schema);
+}
+
+/** The context with the search_path changes of `settings` added (unchanged object when none). */
+function widenSearchPath(ctx: EvalContext, settings: readonly SettingChange[]): EvalContext {
+  if (!settings.some((s) => s.name === 'search_path')) return ctx;
+  const path = new Set(ctx.searchPath);
+  addSearchPaths(path, settings);
+  return { ...ctx, searchPath: [...path] };
 }
 
 export class PolicyJudge implements RequestJudge {
@@ -82,31 +109,25 @@ export class PolicyJudge implements RequestJudge {
   private stateFor(session: SessionInfo): SessionPolicyState {
     let s = this.states.get(session);
     if (!s) {
-      s = { prepared: new Map(), cursors: new Map(), searchPath: new Set(DEFAULT_SEARCH_PATH) };
+      s = newState();
       // The effective search_path the server reported at session start (role/database defaults).
-      const reported = session.serverParams.get('search_path');
-      if (reported !== undefined) {
-        for (const schema of searchPathSchemas({ name: 'search_path', value: reported, local: false, via: 'set' })) s.searchPath.add(schema);
-      }
-      for (const setting of startupSettings(session.startupParams)) {
-        if (setting.name === 'search_path') for (const schema of searchPathSchemas(setting)) s.searchPath.add(schema);
-      }
+      for (const schema of searchPathSchemas(session.serverParams.get('search_path'))) s.searchPath.add(schema);
+      addSearchPaths(s.searchPath, startupSettings(session.startupParams));
       this.states.set(session, s);
     }
     return s;
   }
 
   private context(session: SessionInfo, state: SessionPolicyState): EvalContext {
-    const path: string[] = [];
-    for (const schema of state.searchPath) path.push(schema === '$user' ? session.user : schema);
-    path.push(...ALWAYS_SEARCHED);
-    return {
-      user: session.user,
-      database: session.database,
-      application: session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '',
-      searchPath: path,
-      inTransaction: session.txStatus !== 'I',
-    };
+    return evalContext(
+      {
+        user: session.user,
+        database: session.database,
+        application: session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '',
+        inTransaction: session.txStatus !== 'I',
+      },
+      state.searchPath,
+    );
   }
 
   judge(request: Request, session: SessionInfo): Decision | Promise<Decision> {
@@ -122,7 +143,7 @@ export class PolicyJudge implements RequestJudge {
       return this.toDecision({ action: policy.fastpath, rule: 'fastpath', reason: 'fast-path FunctionCall message: a function called by OID, without SQL text' });
     }
     const parsedHere = new Set<string>();
-    const boundHere = new Map<string, StatementInfo[]>();
+    const boundHere = new Set<string>();
     let capKey: string | null = null;
     for (const { msg } of request.messages) {
       let j: SqlJudgement | null = null;
@@ -151,15 +172,11 @@ export class PolicyJudge implements RequestJudge {
           : this.judgeStatements(policy, [unanalysable('Bind', `Bind of unknown prepared statement "${msg.statement}"`)], state, ctx);
         parsedHere.add(msg.statement);
       }
-      if (msg.type === 'Bind') boundHere.set(msg.portal, []);
+      if (msg.type === 'Bind') boundHere.add(msg.portal);
       if (!j) continue;
       if (!j.ok) return { action: 'deny', rule: j.verdict.rule, error: j.error };
       // A SET search_path in this batch applies to the messages after it.
-      for (const { statement } of j.statements) {
-        for (const st of statement.settings) {
-          if (st.name === 'search_path') ctx = { ...ctx, searchPath: [...new Set([...ctx.searchPath, ...searchPathSchemas(st)])] };
-        }
-      }
+      for (const { statement } of j.statements) ctx = widenSearchPath(ctx, statement.settings);
       verdict = judged.length === 0 ? j.verdict : stricter(verdict, j.verdict);
       judged.push(...j.statements);
     }
@@ -265,9 +282,7 @@ export class PolicyJudge implements RequestJudge {
       const st = this.resolveUses(raw, state);
       const v = guardStatement(st) ?? evaluateStatement(policy, st, ctx);
       // A SET search_path applies to the statements after it in the same request.
-      for (const s of st.settings) {
-        if (s.name === 'search_path') ctx = { ...ctx, searchPath: [...new Set([...ctx.searchPath, ...searchPathSchemas(s)])] };
-      }
+      ctx = widenSearchPath(ctx, st.settings);
       verdict = judged.length === 0 ? v : stricter(verdict, v);
       judged.push({ statement: st, verdict: v });
     }
@@ -299,9 +314,7 @@ export class PolicyJudge implements RequestJudge {
     for (const { statement: st } of judged) {
       if (st.defines?.type === 'prepared') state.prepared.set(st.defines.name, { ...st, defines: undefined } as StatementInfo);
       if (st.defines?.type === 'cursor') state.cursors.set(st.defines.name, { ...st, defines: undefined } as StatementInfo);
-      for (const s of st.settings) {
-        if (s.name === 'search_path') for (const schema of searchPathSchemas(s)) state.searchPath.add(schema);
-      }
+      addSearchPaths(state.searchPath, st.settings);
       const f = st.forgets;
       if (f) {
         if (f.type !== 'cursor') (f.name === null ? state.prepared.clear() : state.prepared.delete(f.name));
@@ -336,14 +349,8 @@ export class PolicyJudge implements RequestJudge {
     error?: PgErrorFields;
   } {
     const policy = this.rules.current;
-    const state: SessionPolicyState = { prepared: new Map(), cursors: new Map(), searchPath: new Set(DEFAULT_SEARCH_PATH) };
-    const ctx: EvalContext = {
-      user: identity.user,
-      database: identity.database,
-      application: identity.application,
-      searchPath: [identity.user, 'public', ...ALWAYS_SEARCHED],
-      inTransaction: identity.inTransaction ?? false,
-    };
+    const state = newState();
+    const ctx = evalContext({ ...identity, inTransaction: identity.inTransaction ?? false }, state.searchPath);
     const j = this.judgeSql(policy, sql, true, state, ctx);
     if (!j.ok) return { rulesVersion: policy.version, decision: j.verdict, statements: [], error: j.error };
     return { rulesVersion: policy.version, decision: j.verdict, statements: j.statements };

@@ -48,11 +48,16 @@ export class BoundedReader {
 
   /** A NUL-terminated string, decoded as UTF-8. */
   cstring(what: string): string {
+    return this.cstringBytes(what).toString('utf8');
+  }
+
+  /** The bytes of a NUL-terminated string (a view), consuming the terminator. */
+  private cstringBytes(what: string): Buffer {
     const nul = this.buf.indexOf(0, this.offset);
     if (nul < 0 || nul >= this.end) throw new ProtocolViolation(`invalid string in message: unterminated ${what}`);
-    const s = this.buf.toString('utf8', this.offset, nul);
+    const bytes = this.buf.subarray(this.offset, nul);
     this.offset = nul + 1;
-    return s;
+    return bytes;
   }
 
   /**
@@ -61,10 +66,7 @@ export class BoundedReader {
    * the firewall never judges a different string from the one the server would run.
    */
   cstringUtf8(what: string): { text: string; valid: boolean } {
-    const nul = this.buf.indexOf(0, this.offset);
-    if (nul < 0 || nul >= this.end) throw new ProtocolViolation(`invalid string in message: unterminated ${what}`);
-    const bytes = this.buf.subarray(this.offset, nul);
-    this.offset = nul + 1;
+    const bytes = this.cstringBytes(what);
     return { text: bytes.toString('utf8'), valid: isUtf8(bytes) };
   }
 

@@ -34,7 +34,8 @@ export interface RequestJudge {
   checkStartup?(params: ReadonlyMap<string, string>): PgErrorFields | null;
 }
 
-const ALLOW: Decision = Object.freeze({ action: 'allow' });
+/** The shared allow decision (no allocation on the hot path). */
+export const ALLOW: Decision = Object.freeze({ action: 'allow' });
 
 /** The foundation's judge: everything passes. Later issues replace it with the policy engine. */
 export const allowEverything: RequestJudge = {

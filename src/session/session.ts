@@ -335,8 +335,8 @@ export class Session implements SessionInfo, CancelTarget {
   private onReadyFrame(frame: Frame): void {
     const msg = decodeFrontendMessage(frame);
     if (msg.type === 'Terminate') {
+      // close() sends the server its own Terminate after anything still queued.
       this.flushUpstream();
-      this.upstream?.write(frame.bytes);
       this.close();
       return;
     }
@@ -497,8 +497,8 @@ export class Session implements SessionInfo, CancelTarget {
       this.fail({ severity: 'FATAL', code: '08P01', message: 'pgwarden: invalid message from the upstream server' });
       return;
     }
+    this.releaseOrderedReplies();
     this.flushClient();
-    if (this.orderedReplies.length > 0) this.releaseOrderedReplies(), this.flushClient();
   };
 
   private flushClient(): void {
@@ -701,7 +701,7 @@ export class Session implements SessionInfo, CancelTarget {
     this.flushClient();
     this.phase = 'closed';
     if (!this.client.destroyed) this.client.end(encodeErrorResponse(error));
-    if (this.upstream && !this.upstream.destroyed) this.upstream.end(Buffer.from([FrontendTag.Terminate, 0, 0, 0, 4]));
+    this.endUpstream();
     this.cleanup();
   }
 
@@ -709,9 +709,13 @@ export class Session implements SessionInfo, CancelTarget {
     if (this.phase !== 'closed') {
       this.phase = 'closed';
       if (!this.client.destroyed) this.client.end();
-      if (this.upstream && !this.upstream.destroyed) this.upstream.end(Buffer.from([FrontendTag.Terminate, 0, 0, 0, 4]));
+      this.endUpstream();
     }
     this.cleanup();
+  }
+
+  private endUpstream(): void {
+    if (this.upstream && !this.upstream.destroyed) this.upstream.end(TERMINATE);
   }
 
   private cleaned = false;
@@ -732,6 +736,8 @@ export class Session implements SessionInfo, CancelTarget {
     this.deps.onClose(this);
   }
 }
+
+const TERMINATE = new Writer().flush(FrontendTag.Terminate);
 
 const SHOW_SEARCH_PATH = new Writer().addCString('SHOW search_path').flush(FrontendTag.Query);
 
