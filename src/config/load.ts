@@ -16,7 +16,7 @@ type Json = Record<string, unknown>;
 interface OptionSpec {
   /** Where the value goes in the config document. */
   path: string[];
-  kind: 'string' | 'int';
+  kind: 'string' | 'int' | 'bool';
   env?: string;
   flag?: string;
 }
@@ -36,6 +36,15 @@ const OPTIONS: OptionSpec[] = [
   { path: ['estimatorUrl'], kind: 'string', env: 'PGWARDEN_ESTIMATOR_URL', flag: 'estimator-url' },
   { path: ['limits', 'maxMessageBytes'], kind: 'int', env: 'PGWARDEN_MAX_MESSAGE_BYTES', flag: 'max-message-bytes' },
   { path: ['limits', 'maxClientConnections'], kind: 'int', env: 'PGWARDEN_MAX_CLIENT_CONNECTIONS' },
+  { path: ['redisUrl'], kind: 'string', env: 'PGWARDEN_REDIS_URL', flag: 'redis' },
+  { path: ['audit', 'enabled'], kind: 'bool', env: 'PGWARDEN_AUDIT', flag: 'audit' },
+  { path: ['audit', 'stream'], kind: 'string', env: 'PGWARDEN_AUDIT_STREAM', flag: 'audit-stream' },
+  { path: ['audit', 'journalDir'], kind: 'string', env: 'PGWARDEN_AUDIT_JOURNAL', flag: 'audit-journal' },
+  // A secret: environment or config file only, never a flag (flags show in `ps`).
+  { path: ['audit', 'hmacKey'], kind: 'string', env: 'PGWARDEN_AUDIT_KEY' },
+  { path: ['audit', 'instanceId'], kind: 'string', env: 'PGWARDEN_INSTANCE_ID', flag: 'instance-id' },
+  { path: ['audit', 'maxLen'], kind: 'int', env: 'PGWARDEN_AUDIT_MAXLEN', flag: 'audit-maxlen' },
+  { path: ['audit', 'retentionHours'], kind: 'int', env: 'PGWARDEN_AUDIT_RETENTION_HOURS', flag: 'audit-retention-hours' },
 ];
 
 /** Command-line flag → its setting (the CLI declares these options). */
@@ -53,8 +62,15 @@ function setPath(doc: Json, path: string[], value: unknown): void {
   node[path[path.length - 1]!] = value;
 }
 
-function convert(source: string, kind: 'string' | 'int', text: string, problems: string[]): unknown {
+function convert(source: string, kind: OptionSpec['kind'], text: string, problems: string[]): unknown {
   if (kind === 'string') return text;
+  if (kind === 'bool') {
+    const t = text.toLowerCase();
+    if (['on', 'true', 'yes', '1'].includes(t)) return true;
+    if (['off', 'false', 'no', '0'].includes(t)) return false;
+    problems.push(`  ${source}: expected on or off, got "${text}"`);
+    return undefined;
+  }
   if (!/^-?\d+$/.test(text)) {
     problems.push(`  ${source}: expected a whole number, got "${text}"`);
     return undefined;

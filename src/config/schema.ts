@@ -59,6 +59,38 @@ export const configSchema = z
      * allowed to EXPLAIN reads of sensitive tables. Unset: no planner estimates, row cap only.
      */
     estimatorUrl: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL').optional(),
+    /**
+     * redis:// URL shared by every pgwarden instance (audit stream; approvals later). Unset: the
+     * embedded mode, where the local audit journal is the audit log.
+     */
+    redisUrl: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL').optional(),
+    audit: z
+      .object({
+        /** Off only for measurements: with audit off nothing records who ran what. */
+        enabled: z.boolean().default(true),
+        stream: z.string().min(1).default('pgwarden:audit'),
+        /** The audit log without Redis; the spool for Redis outages with it. */
+        journalDir: z.string().min(1).default('pgwarden-audit'),
+        /**
+         * HMAC key of the tamper-evident chain (a secret: set it with PGWARDEN_AUDIT_KEY). Required
+         * with Redis; without Redis a key is generated into journalDir/audit.key when unset.
+         */
+        hmacKey: z.string().min(32, 'the audit key needs at least 32 characters').optional(),
+        /** Names this instance's chains; default: the host name. */
+        instanceId: z
+          .string()
+          .regex(/^[A-Za-z0-9._:-]{1,100}$/, 'letters, digits and . _ : - only')
+          .optional(),
+        /** Retention: keep about this many stream entries (XADD MAXLEN ~). Off by default. */
+        maxLen: z.number().int().positive().optional(),
+        /** Retention: keep about this many hours of entries (XADD MINID ~). Off by default. */
+        retentionHours: z.number().int().positive().optional(),
+      })
+      .strict()
+      .refine((a) => a.maxLen === undefined || a.retentionHours === undefined, {
+        message: 'set either maxLen or retentionHours, not both',
+      })
+      .default({ enabled: true, stream: 'pgwarden:audit', journalDir: 'pgwarden-audit' }),
     /** Directory of rule files (*.yaml). Default: the rules/ directory shipped with pgwarden. */
     rulesDir: z.string().optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -2,7 +2,7 @@ import type { Classifier } from '../classify/classifier.js';
 import type { SettingChange, StatementInfo } from '../classify/statement-info.js';
 import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
-import { ALLOW, type Decision, type RequestJudge, type RowCap } from '../session/decision.js';
+import { type Decision, type RequestJudge, type RowCap } from '../session/decision.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import { evaluateStatement, sensitiveRelations, stricter, type EvalContext, type Verdict } from './evaluate.js';
@@ -180,28 +180,37 @@ export class PolicyJudge implements RequestJudge {
       verdict = judged.length === 0 ? j.verdict : stricter(verdict, j.verdict);
       judged.push(...j.statements);
     }
-    if (verdict.action !== 'allow') return this.toDecision(verdict);
+    if (verdict.action !== 'allow') return this.toDecision(verdict, judged);
+    const rule = verdict.rule;
     const estimateFor = this.estimateCandidate(policy, request, judged, ctx);
-    if (!estimateFor) return this.finishAllowed(policy, judged, state, ctx, capKey);
+    if (!estimateFor) return this.finishAllowed(policy, judged, state, ctx, capKey, rule);
     // A read of a sensitive table: ask the planner how many rows it expects.
     const { sql, statement } = estimateFor;
     return this.estimator!.estimate(session.database, ctx.searchPath, sql).then((rows) => {
-      if (rows === null || rows <= policy.sensitive.rowThreshold) return this.finishAllowed(policy, judged, state, ctx, capKey);
+      if (rows === null || rows <= policy.sensitive.rowThreshold) return this.finishAllowed(policy, judged, state, ctx, capKey, rule);
       const asExport: StatementInfo = { ...statement, kinds: [...new Set([...statement.kinds, 'export' as const])] };
       const v = evaluateStatement(policy, asExport, ctx);
       const exportVerdict: Verdict = {
         ...v,
         reason: `the planner estimates ${Math.round(rows)} rows from sensitive table(s), above the threshold of ${policy.sensitive.rowThreshold}: treated as a bulk export; ${v.reason}`,
       };
-      if (exportVerdict.action !== 'allow') return this.toDecision(exportVerdict);
-      return this.finishAllowed(policy, judged, state, ctx, capKey);
+      if (exportVerdict.action !== 'allow') return this.toDecision(exportVerdict, judged);
+      return this.finishAllowed(policy, judged, state, ctx, capKey, exportVerdict.rule);
     });
   }
 
-  private finishAllowed(policy: Policy, judged: JudgedStatement[], state: SessionPolicyState, ctx: EvalContext, capKey: string | null): Decision {
+  private finishAllowed(
+    policy: Policy,
+    judged: JudgedStatement[],
+    state: SessionPolicyState,
+    ctx: EvalContext,
+    capKey: string | null,
+    rule: string,
+  ): Decision {
     this.applyEffects(judged, state);
     const cap = this.rowCap(policy, judged, ctx, capKey);
-    return cap ? { action: 'allow', rowCap: cap } : ALLOW;
+    const about = judged.map((j) => j.statement);
+    return cap ? { action: 'allow', rowCap: cap, rule, about } : { action: 'allow', rule, about };
   }
 
   /**
@@ -323,21 +332,23 @@ export class PolicyJudge implements RequestJudge {
     }
   }
 
-  private toDecision(v: Verdict): Decision {
+  private toDecision(v: Verdict, judged: readonly JudgedStatement[] = []): Decision {
+    const about = judged.map((j) => j.statement);
     switch (v.action) {
       case 'allow':
-        return ALLOW;
+        return { action: 'allow', rule: v.rule, about };
       case 'deny':
         return {
           action: 'deny',
           rule: v.rule,
+          about,
           error: v.sqlstate && v.sqlstate !== '42501'
             ? pgError.guard(v.sqlstate, v.message ?? v.reason, v.reason)
             : pgError.policyDenied(v.rule, v.reason, v.message),
         };
       case 'review':
         // Until an approval channel is configured, a statement that needs review is refused.
-        return { action: 'deny', rule: v.rule, error: pgError.reviewUnavailable(v.rule, v.message ?? v.reason) };
+        return { action: 'deny', rule: v.rule, about, error: pgError.reviewUnavailable(v.rule, v.message ?? v.reason) };
     }
   }
 

@@ -9,11 +9,25 @@ import { RulesInvalid, loadRules } from './rules-loader.js';
  * Swapping is one assignment, and each request reads `current` once, so a request is always
  * judged against exactly one snapshot.
  */
+export interface RulesChange {
+  /** What caused the reload: 'file-change', 'SIGHUP', ... */
+  trigger: string;
+  previous: string;
+}
+
+export interface RulesRejection {
+  trigger: string;
+  problems: number;
+  /** The version that stays in force. */
+  inForce: string;
+}
+
 export class RulesStore {
   private snapshot: Policy;
   private watcher: FSWatcher | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private readonly listeners = new Set<(p: Policy) => void>();
+  private readonly listeners = new Set<(p: Policy, change: RulesChange) => void>();
+  private readonly rejectListeners = new Set<(rejection: RulesRejection) => void>();
 
   /** Throws RulesInvalid when the initial rules are invalid: the proxy must not start without rules. */
   constructor(
@@ -27,8 +41,13 @@ export class RulesStore {
     return this.snapshot;
   }
 
-  onChange(fn: (p: Policy) => void): void {
+  onChange(fn: (p: Policy, change: RulesChange) => void): void {
     this.listeners.add(fn);
+  }
+
+  /** Called when a reload fails validation (the previous rules stay in force). */
+  onReject(fn: (rejection: RulesRejection) => void): void {
+    this.rejectListeners.add(fn);
   }
 
   /** Re-reads the directory; returns true when a new snapshot is in force. */
@@ -40,9 +59,11 @@ export class RulesStore {
       const previous = this.snapshot.version;
       this.snapshot = next;
       this.log.info({ event: 'rules-reloaded', trigger, version: next.version, previous, files: next.files, rules: next.rules.length }, 'rules reloaded');
-      for (const fn of this.listeners) fn(next);
+      for (const fn of this.listeners) fn(next, { trigger, previous });
       return true;
     } catch (err) {
+      const problems = err instanceof RulesInvalid ? err.problems.length : 1;
+      for (const fn of this.rejectListeners) fn({ trigger, problems, inForce: this.snapshot.version });
       if (err instanceof RulesInvalid) {
         this.log.error(
           { event: 'rules-rejected', trigger, problems: err.problems, version: this.snapshot.version },

@@ -19,6 +19,7 @@ export const SqlState = {
   InvalidAuthorizationSpecification: '28000',
   InternalError: 'XX000',
   CharacterNotInRepertoire: '22021',
+  IoError: '58030',
 } as const;
 
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];
@@ -57,6 +58,12 @@ export const pgError = {
     code: SqlState.InsufficientPrivilege,
     message: message ?? `pgwarden: statement denied by rule "${rule}"`,
     detail: reason,
+  }),
+  auditUnavailable: (): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.IoError,
+    message: 'pgwarden: the audit log cannot record this statement, so it was not run',
+    hint: 'Neither Redis nor the local audit journal accepted the record; see the pgwarden log.',
   }),
   reviewUnavailable: (rule: string, reason: string): PgErrorFields => ({
     severity: 'ERROR',

@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import type { Server } from 'node:http';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../logger.js';
+import { resolveAuditKey, withAudit } from '../audit/build-audit.js';
 import { buildPolicyJudge } from '../policy/build-judge.js';
 import { startHealthServer } from './health.js';
 import { startProxy } from './proxy-server.js';
@@ -36,8 +37,9 @@ export async function runProxy(config: Config, log: Logger): Promise<void> {
 }
 
 async function runSingle(config: Config, log: Logger): Promise<void> {
-  const { judge } = await buildPolicyJudge(config, log);
-  const proxy = await startProxy(config, { log, judge });
+  const { judge: policyJudge, rules } = await buildPolicyJudge(config, log);
+  const audit = await withAudit(config, policyJudge, rules, log, 0);
+  const proxy = await startProxy(config, { log, judge: audit.judge });
   let draining = false;
   const health = config.healthListen ? await startHealthServer(config.healthListen, () => draining) : undefined;
   log.info({ event: 'ready', listen: `${proxy.host}:${proxy.port}`, workers: 1 }, 'pgwarden is accepting connections');
@@ -46,6 +48,7 @@ async function runSingle(config: Config, log: Logger): Promise<void> {
     draining = true;
     log.info({ signal }, 'shutting down: no new connections, waiting for running statements');
     await proxy.shutdown();
+    await audit.close();
     health?.close();
     log.info('shutdown complete');
     process.exit(0);
@@ -55,6 +58,8 @@ async function runSingle(config: Config, log: Logger): Promise<void> {
 }
 
 async function runPrimary(config: Config, log: Logger): Promise<void> {
+  // Generate the embedded mode's audit key once, before workers race to create it.
+  if (config.audit.enabled) resolveAuditKey(config, { generate: true });
   let draining = false;
   const workers = new Map<number, ReturnType<typeof cluster.fork>>();
   let ready = 0;
@@ -106,21 +111,27 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
 async function runWorker(config: Config, log: Logger): Promise<void> {
   const workerId = Number(process.env.PGWARDEN_WORKER_ID ?? '0');
   const wlog = log.child({ worker: workerId });
-  const { judge } = await buildPolicyJudge(config, wlog);
+  const { judge: policyJudge, rules } = await buildPolicyJudge(config, wlog);
+  const audit = await withAudit(config, policyJudge, rules, wlog, workerId);
   const proxy = await startProxy(config, {
-    judge,
+    judge: audit.judge,
     log: wlog,
     workerId,
     forwardCancel: (worker, processId, secretKey) =>
       process.send?.({ type: 'pgwarden:cancel', worker, processId, secretKey: secretKey.toString('hex') } satisfies CancelEnvelope),
   });
+  const stopWorker = async () => {
+    await proxy.shutdown();
+    await audit.close();
+    process.exit(0);
+  };
   process.on('message', (m: unknown) => {
     if (!isEnvelope(m)) return;
     if (m.type === 'pgwarden:cancel') proxy.cancelLocal(m.processId, Buffer.from(m.secretKey, 'hex'));
-    else if (m.type === 'pgwarden:shutdown') void proxy.shutdown().then(() => process.exit(0));
+    else if (m.type === 'pgwarden:shutdown') void stopWorker();
   });
   // The primary handles signals; a worker ignores SIGINT from the terminal's process group.
   process.on('SIGINT', () => {});
-  process.on('SIGTERM', () => void proxy.shutdown().then(() => process.exit(0)));
+  process.on('SIGTERM', () => void stopWorker());
   process.send?.({ type: 'pgwarden:ready', port: proxy.port });
 }

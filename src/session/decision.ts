@@ -20,9 +20,42 @@ export interface RowCap {
   tables: string[];
 }
 
+/** How a forwarded request ended, as the server answered it (for the audit log). */
+export interface RequestOutcome {
+  durationMs: number;
+  /** DataRows, plus rows of a COPY TO STDOUT. */
+  rowsReturned: number;
+  /** Rows inserted, updated, deleted, merged or copied in (from the CommandComplete tags). */
+  rowsAffected: number;
+  /** SQLSTATE of the first error the server reported; undefined when it succeeded. */
+  sqlstate?: string;
+}
+
+/** What the decision was about, for the audit log: each statement's kinds and tables. */
+export interface JudgedAbout {
+  readonly kinds: readonly string[];
+  readonly relations: readonly { readonly schema?: string; readonly name: string }[];
+}
+
 export type Decision =
-  | { action: 'allow'; rowCap?: RowCap }
-  | { action: 'deny'; rule: string; error: PgErrorFields };
+  | {
+      action: 'allow';
+      rowCap?: RowCap;
+      /** The rule that allowed it (absent: no rule; the default). */
+      rule?: string;
+      about?: readonly JudgedAbout[];
+      /** Called once when the server has answered the request (its ReadyForQuery arrived). */
+      onDone?: (outcome: RequestOutcome) => void;
+    }
+  | { action: 'deny'; rule: string; error: PgErrorFields; about?: readonly JudgedAbout[] };
+
+/** How a connection ended, for the decision step's bookkeeping and the audit log. */
+export interface SessionEnd {
+  /** The session completed authentication and was usable. */
+  authenticated: boolean;
+  /** SQLSTATE of the FATAL error that ended it, or 'client-disconnected' / 'server-disconnected'. */
+  reason: string;
+}
 
 export interface RequestJudge {
   /**
@@ -32,6 +65,10 @@ export interface RequestJudge {
   judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision>;
   /** Optional check of the startup parameters before connecting upstream; an error refuses the connection. */
   checkStartup?(params: ReadonlyMap<string, string>): PgErrorFields | null;
+  /** The session authenticated and is ready for requests. */
+  opened?(session: SessionInfo): void;
+  /** The session ended (after a StartupMessage; bare SSL probes and cancels are not sessions). */
+  closed?(session: SessionInfo, end: SessionEnd): void;
 }
 
 /** The shared allow decision (no allocation on the hot path). */

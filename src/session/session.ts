@@ -23,6 +23,7 @@ import { pgError } from '../protocol/pg-error.js';
 import { ProtocolViolation } from '../protocol/protocol-violation.js';
 import type { CancelKeys, CancelTarget } from './cancel-keys.js';
 import type { Decision, RequestJudge } from './decision.js';
+import { Outcomes } from './outcomes.js';
 import { RowCaps } from './row-caps.js';
 import { OutputBatch } from './output-batch.js';
 import type { Request } from './request.js';
@@ -107,6 +108,12 @@ export class Session implements SessionInfo, CancelTarget {
    */
   private injected: { ready: number; replacement: Buffer | null }[] = [];
   private readonly rowCaps = new RowCaps();
+  private readonly outcomes = new Outcomes();
+  /** Why the session ended (a SQLSTATE, or who hung up), for the decision step's closed() hook. */
+  private endReason = 'client-disconnected';
+  private serverFatalCode: string | null = null;
+  private startupSeen = false;
+  private wasReady = false;
   /** After a denied partial batch, the server's rule: discard until Sync, then ReadyForQuery. */
   private discardUntilSync = false;
   private copyIn = false;
@@ -287,6 +294,9 @@ export class Session implements SessionInfo, CancelTarget {
       this.fail(pgError.missingUser());
       return;
     }
+    // From here on the attempt has an identity: its end is reported even if it is refused.
+    this.startupParams = params;
+    this.startupSeen = true;
     const replication = params.get('replication');
     if (replication !== undefined && !['false', 'off', 'no', '0'].includes(replication.toLowerCase())) {
       this.fail(pgError.replicationRefused());
@@ -298,7 +308,6 @@ export class Session implements SessionInfo, CancelTarget {
       this.fail(refusal);
       return;
     }
-    this.startupParams = params;
     this.clientFramer.mode = 'typed';
     this.phase = 'connecting';
     this.log.info(
@@ -335,6 +344,7 @@ export class Session implements SessionInfo, CancelTarget {
   private onReadyFrame(frame: Frame): void {
     const msg = decodeFrontendMessage(frame);
     if (msg.type === 'Terminate') {
+      this.endReason = 'client-terminated';
       // close() sends the server its own Terminate after anything still queued.
       this.flushUpstream();
       this.close();
@@ -396,7 +406,9 @@ export class Session implements SessionInfo, CancelTarget {
     if (decision.action === 'allow') {
       const from = this.readyExpected;
       this.forward(request);
-      if (decision.rowCap) this.rowCaps.track(decision.rowCap, from, Math.max(this.readyExpected, from + 1));
+      const to = Math.max(this.readyExpected, from + 1);
+      if (decision.rowCap) this.rowCaps.track(decision.rowCap, from, to);
+      if (decision.onDone) this.outcomes.watch(decision.onDone, from, to);
       return;
     }
     this.log.info({ rule: decision.rule, sqlstate: decision.error.code, kind: request.kind }, 'request refused');
@@ -526,6 +538,7 @@ export class Session implements SessionInfo, CancelTarget {
         if (this.outstanding > 0) this.readySeen++;
         if (this.injected[0]?.ready === this.readySeen) this.injected.shift();
         this.rowCaps.onReady(this.readySeen);
+        if (!this.outcomes.idle) this.outcomes.onReady(this.readySeen);
         this.toClient.push(frame.bytes);
         if (this.shuttingDown && this.isIdle) this.shutdownNow();
         return;
@@ -549,6 +562,7 @@ export class Session implements SessionInfo, CancelTarget {
         this.toClient.push(frame.bytes);
         return;
       case BackendTag.DataRow:
+        if (!this.outcomes.idle) this.outcomes.onDataRow(this.readySeen);
         switch (this.rowCaps.onDataRow(this.readySeen)) {
           case 'forward':
             this.toClient.push(frame.bytes);
@@ -562,15 +576,20 @@ export class Session implements SessionInfo, CancelTarget {
             return;
         }
         return;
+      case BackendTag.CopyOutResponse:
+        if (!this.outcomes.idle) this.outcomes.onCopyOut(this.readySeen);
+        this.toClient.push(frame.bytes);
+        return;
       case BackendTag.CommandComplete:
+        // Tag: a C string after the 5-byte header ("CommandComplete" in "Message Formats").
+        if (!this.outcomes.idle) this.outcomes.onCommandComplete(this.readySeen, frame.bytes.toString('latin1', 5, frame.bytes.length - 1));
+        this.forwardResultMessage(frame);
+        return;
       case BackendTag.PortalSuspended:
       case BackendTag.EmptyQueryResponse:
-      case BackendTag.RowDescription: {
-        const replacement = this.rowCaps.onResultMessage(this.readySeen);
-        if (replacement) for (const m of replacement) this.toClient.push(m);
-        else this.toClient.push(frame.bytes);
+      case BackendTag.RowDescription:
+        this.forwardResultMessage(frame);
         return;
-      }
       case BackendTag.ErrorResponse: {
         const replacement = this.rowCaps.onResultMessage(this.readySeen);
         if (replacement) {
@@ -582,14 +601,25 @@ export class Session implements SessionInfo, CancelTarget {
           if (inj.replacement) this.toClient.push(inj.replacement);
           return;
         }
-        const m = decodeBackendMessage(frame) as unknown as { severity?: string };
-        if (m.severity === 'FATAL' || m.severity === 'PANIC') this.serverSentFatal = true;
+        const m = decodeBackendMessage(frame) as unknown as { severity?: string; code?: string };
+        if (m.severity === 'FATAL' || m.severity === 'PANIC') {
+          this.serverSentFatal = true;
+          this.serverFatalCode = m.code ?? null;
+        }
+        if (!this.outcomes.idle && m.code) this.outcomes.onError(this.readySeen, m.code);
         this.toClient.push(frame.bytes);
         return;
       }
       default:
         this.toClient.push(frame.bytes);
     }
+  }
+
+  /** A message that ends or describes a result: forwarded unless a row cap replaces it. */
+  private forwardResultMessage(frame: Frame): void {
+    const replacement = this.rowCaps.onResultMessage(this.readySeen);
+    if (replacement) for (const m of replacement) this.toClient.push(m);
+    else this.toClient.push(frame.bytes);
   }
 
   /**
@@ -657,6 +687,8 @@ export class Session implements SessionInfo, CancelTarget {
 
   private onAuthenticated(): void {
     this.phase = 'ready';
+    this.wasReady = true;
+    this.deps.judge.opened?.(this);
     if (this.startupTimer) clearTimeout(this.startupTimer);
     this.startupTimer = null;
     this.log.debug('session ready');
@@ -668,6 +700,7 @@ export class Session implements SessionInfo, CancelTarget {
       return;
     }
     // The server already told the client why (e.g. authentication failed): deliver and close.
+    this.endReason = this.serverFatalCode ?? 'server-disconnected';
     this.flushClient();
     this.phase = 'closed';
     this.client.end();
@@ -698,6 +731,7 @@ export class Session implements SessionInfo, CancelTarget {
   /** Ends the session with a FATAL error the client can read. */
   fail(error: PgErrorFields): void {
     if (this.phase === 'closed') return;
+    this.endReason = error.code;
     this.flushClient();
     this.phase = 'closed';
     if (!this.client.destroyed) this.client.end(encodeErrorResponse(error));
@@ -732,6 +766,14 @@ export class Session implements SessionInfo, CancelTarget {
       client.destroy();
       upstream?.destroy();
     }, 1000).unref();
+    this.outcomes.abandon(this.endReason === 'client-disconnected' || this.endReason === 'client-terminated' ? '08006' : this.endReason);
+    if (this.startupSeen) {
+      try {
+        this.deps.judge.closed?.(this, { authenticated: this.wasReady, reason: this.endReason });
+      } catch (err) {
+        this.log.error({ err }, 'closed() hook failed');
+      }
+    }
     this.log.info('client disconnected');
     this.deps.onClose(this);
   }

@@ -40,6 +40,7 @@ const DEFAULTS: Config = {
     shutdownGraceMs: 30_000,
   },
   workers: Math.min(os.availableParallelism(), 127),
+  audit: { enabled: true, stream: 'pgwarden:audit', journalDir: 'pgwarden-audit' },
   logLevel: 'info',
 };
 

@@ -1,0 +1,180 @@
+import type { Logger } from '../logger.js';
+import type { PgErrorFields } from '../protocol/backend.js';
+import { pgError } from '../protocol/pg-error.js';
+import type { Decision, JudgedAbout, RequestJudge, RequestOutcome, SessionEnd } from '../session/decision.js';
+import type { Request } from '../session/request.js';
+import type { SessionInfo } from '../session/session-info.js';
+import type { AuditSink } from './audit-sink.js';
+import type { AuditEventInput, SessionRef, StatementRef } from './events.js';
+import type { SqlNormalizer } from './normalize-sql.js';
+
+/**
+ * Wraps the decision step so that every decision is recorded before it takes effect: the
+ * request is forwarded (or refused) only once its audit entry is durable. When the entry cannot
+ * be recorded anywhere, an allowed request is refused instead (fail closed); a refusal stays a
+ * refusal. After an allowed request has run, its outcome (rows, duration, error) is recorded too.
+ */
+interface SessionTally {
+  openedAt: number;
+  statements: number;
+}
+
+export class AuditingJudge implements RequestJudge {
+  private readonly tallies = new WeakMap<SessionInfo, SessionTally>();
+
+  constructor(
+    private readonly inner: RequestJudge,
+    private readonly sink: AuditSink,
+    private readonly normalizer: SqlNormalizer,
+    private readonly rulesVersion: () => string,
+    private readonly log: Logger,
+  ) {}
+
+  checkStartup(params: ReadonlyMap<string, string>): PgErrorFields | null {
+    return this.inner.checkStartup?.(params) ?? null;
+  }
+
+  judge(request: Request, session: SessionInfo, signal: AbortSignal): Promise<Decision> {
+    const d = this.inner.judge(request, session, signal);
+    return d instanceof Promise ? d.then((x) => this.record(request, session, x)) : this.record(request, session, d);
+  }
+
+  opened(session: SessionInfo): void {
+    this.inner.opened?.(session);
+    this.tallies.set(session, { openedAt: Date.now(), statements: 0 });
+    this.fireAndForget({ type: 'connection.opened', session: sessionRef(session), tls: session.tls });
+  }
+
+  closed(session: SessionInfo, end: SessionEnd): void {
+    this.inner.closed?.(session, end);
+    const tally = this.tallies.get(session);
+    if (end.authenticated && tally) {
+      this.fireAndForget({
+        type: 'connection.closed',
+        session: sessionRef(session),
+        durationMs: Date.now() - tally.openedAt,
+        statements: tally.statements,
+      });
+    } else if (!end.authenticated) {
+      this.fireAndForget({ type: 'connection.refused', session: sessionRef(session), reason: end.reason });
+    }
+  }
+
+  private record(request: Request, session: SessionInfo, decision: Decision): Promise<Decision> {
+    const tally = this.tallies.get(session);
+    if (tally) tally.statements++;
+    const about = aboutFields(decision.about);
+    const common = {
+      session: sessionRef(session),
+      request: request.kind === 'copy-data' ? ('simple' as const) : request.kind,
+      statements: this.statements(request, session),
+      kinds: about.kinds,
+      tables: about.tables,
+      rule: decision.rule ?? 'default',
+      rulesVersion: this.rulesVersion(),
+    };
+    const event: AuditEventInput =
+      decision.action === 'deny'
+        ? { type: 'statement.denied', ...common, sqlstate: decision.error.code }
+        : { type: 'statement.allowed', ...common };
+    let recorded;
+    try {
+      recorded = this.sink.record(event);
+    } catch (err) {
+      this.log.error({ message: (err as Error).message }, 'audit record failed');
+      return Promise.resolve(this.unrecorded(decision));
+    }
+    const seq = recorded.seq;
+    return recorded.durable.then(
+      () => (decision.action === 'allow' ? { ...decision, onDone: (o: RequestOutcome) => this.executed(session, seq, o) } : decision),
+      () => this.unrecorded(decision),
+    );
+  }
+
+  /** A decision whose record could not be written: nothing runs unrecorded. */
+  private unrecorded(decision: Decision): Decision {
+    if (decision.action === 'deny') return decision;
+    return { action: 'deny', rule: 'audit-unavailable', error: pgError.auditUnavailable() };
+  }
+
+  private executed(session: SessionInfo, decisionSeq: number, o: RequestOutcome): void {
+    this.fireAndForget({
+      type: 'statement.executed',
+      session: sessionRef(session),
+      decisionSeq,
+      durationMs: o.durationMs,
+      rowsReturned: o.rowsReturned,
+      rowsAffected: o.rowsAffected,
+      ...(o.sqlstate ? { sqlstate: o.sqlstate } : {}),
+    });
+  }
+
+  /** Records an event nothing waits for (the sink logs failures). */
+  fireAndForget(event: AuditEventInput): void {
+    try {
+      this.sink.record(event).durable.catch(() => {});
+    } catch (err) {
+      this.log.error({ message: (err as Error).message }, 'audit record failed');
+    }
+  }
+
+  /** The request's SQL, normalized; statements bound from earlier requests are looked up. */
+  private statements(request: Request, session: SessionInfo): StatementRef[] {
+    const texts = new Set<string>();
+    const refs: StatementRef[] = [];
+    const parsedHere = new Set<string>();
+    const boundHere = new Set<string>();
+    const add = (sql: string) => {
+      if (texts.has(sql)) return;
+      texts.add(sql);
+      refs.push(this.normalizer.normalize(sql));
+    };
+    for (const { msg } of request.messages) {
+      switch (msg.type) {
+        case 'Query':
+          add(msg.sql);
+          break;
+        case 'Parse':
+          add(msg.sql);
+          parsedHere.add(msg.statement);
+          break;
+        case 'Bind':
+          if (!parsedHere.has(msg.statement)) for (const sql of session.statementCandidates(msg.statement)) add(sql);
+          boundHere.add(msg.portal);
+          break;
+        case 'Execute':
+          if (!boundHere.has(msg.portal)) {
+            for (const name of session.portalCandidates(msg.portal)) for (const sql of session.statementCandidates(name)) add(sql);
+          }
+          break;
+        case 'FunctionCall':
+          refs.push({ text: `<fast-path FunctionCall of function oid ${msg.functionOid}>`, fingerprint: 'function-call' });
+          break;
+        default:
+          break;
+      }
+    }
+    return refs;
+  }
+}
+
+export function sessionRef(session: SessionInfo): SessionRef {
+  return {
+    id: session.id,
+    user: session.user,
+    database: session.database,
+    application: session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '',
+    client: session.clientAddress,
+  };
+}
+
+function aboutFields(about: readonly JudgedAbout[] | undefined): { kinds: string[]; tables: string[] } {
+  if (!about || about.length === 0) return { kinds: [], tables: [] };
+  const kinds = new Set<string>();
+  const tables = new Set<string>();
+  for (const st of about) {
+    for (const k of st.kinds) kinds.add(k);
+    for (const r of st.relations) tables.add(r.schema ? `${r.schema}.${r.name}` : r.name);
+  }
+  return { kinds: [...kinds], tables: [...tables] };
+}
