@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { auditCommand } from './audit/audit-cli.js';
 import { ConfigError, FLAGS, loadConfig } from './config/load.js';
 import { createLogger } from './logger.js';
 import { runProxy } from './server/run.js';
@@ -16,6 +17,7 @@ Commands:
   explain "<sql>"            classify SQL and show which rule decides, as JSON
                              [--rules DIR] [--user U] [--database D] [--application A] [--in-transaction]
   rules check [DIR]          validate rule files; exit 1 listing every problem
+  audit tail|verify|export   read and check the audit log (pgwarden audit --help)
 
 Options for start (each also settable as PGWARDEN_* env var or in the config file):
   --config FILE                 YAML config file (env PGWARDEN_CONFIG)
@@ -28,6 +30,13 @@ Options for start (each also settable as PGWARDEN_* env var or in the config fil
   --health-listen HOST:PORT     serve GET /healthz
   --log-level LEVEL             fatal | error | warn | info | debug | trace | silent
   --max-message-bytes N         largest accepted client message (default 64 MiB)
+  --redis URL                   redis:// shared by all instances (audit stream); unset: local journal only
+  --audit on|off                record every decision (default on)
+  --audit-stream KEY            Redis stream of the audit log (default pgwarden:audit)
+  --audit-journal DIR           local audit journal / spool directory (default ./pgwarden-audit)
+  --instance-id ID              names this instance's audit chains (default: host name)
+  --audit-maxlen N | --audit-retention-hours H   stream retention (default: keep everything)
+  (PGWARDEN_AUDIT_KEY: the audit chain's HMAC key, from the environment or config file only)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -38,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'explain') return explainCommand(rest);
   if (command === 'rules') return rulesCommand(rest);
+  if (command === 'audit') return auditCommand(rest);
   if (command !== 'start') {
     process.stderr.write(`pgwarden: unknown command "${command}"\n\n${USAGE}`);
     return 2;

@@ -118,7 +118,7 @@ export function verifyChains(records: Iterable<StoredRecord>, options: VerifyOpt
     if (seq === state.last + 1) {
       if (prev !== state.head) report(`does not link to seq ${state.last}: its prev hash differs (entry inserted or replaced)`);
     } else if (seq > state.last + 1) {
-      report(`entries ${state.last + 1}..${seq - 1} are missing (deleted)`);
+      report(seq - 1 === state.last + 1 ? `entry ${seq - 1} is missing (deleted)` : `entries ${state.last + 1}..${seq - 1} are missing (deleted)`);
     } else {
       report(`seq ${seq} comes after seq ${state.last} (entries reordered or duplicated)`);
     }
