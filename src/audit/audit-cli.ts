@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, FLAGS, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { silentLogger } from '../logger.js';
-import { AuditKeyMissing, auditRedis, resolveAuditKey } from './build-audit.js';
+import { Redis } from 'ioredis';
+import { AuditKeyMissing, resolveAuditKey } from './build-audit.js';
 import { verifyChains, type StoredRecord } from './chain.js';
 import { JournalSource, RedisSource, type AuditSource } from './audit-source.js';
 import { csvHeader, csvRow, formatEntry, parseEntry } from './format-entry.js';
@@ -72,7 +72,7 @@ export async function auditCommand(args: string[], io: Out = stdio, signal?: Abo
     throw err;
   }
   const source: AuditSource = config.redisUrl
-    ? new RedisSource(new RedisAuditLog(auditRedis(config.redisUrl, silentLogger), config.audit.stream))
+    ? new RedisSource(new RedisAuditLog(readerRedis(config.redisUrl), config.audit.stream))
     : new JournalSource(config.audit.journalDir);
   try {
     if (sub === 'verify') return await verify(config, source, v['allow-trimmed'] || config.audit.maxLen !== undefined || config.audit.retentionHours !== undefined, io);
@@ -91,6 +91,13 @@ export async function auditCommand(args: string[], io: Out = stdio, signal?: Abo
 }
 
 class UsageError extends Error {}
+
+/** A reading client: queues commands until connected, gives up after a few failed attempts. */
+function readerRedis(url: string): Redis {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 3000, retryStrategy: (times) => (times > 3 ? null : 200) });
+  redis.on('error', () => {}); // reported through the failing command
+  return redis;
+}
 
 async function verify(config: Config, source: AuditSource, allowTrimmedStart: boolean, io: Out): Promise<number> {
   const key = resolveAuditKey(config, { generate: false });
