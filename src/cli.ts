@@ -33,6 +33,7 @@ Options for start (each also settable as PGWARDEN_* env var or in the config fil
   --redis URL                   redis:// shared by all instances (audit stream); unset: local journal only
   --audit on|off                record every decision (default on)
   --audit-stream KEY            Redis stream of the audit log (default pgwarden:audit)
+  --audit-wait refusals|all     decisions that wait for a durable record (default refusals)
   --audit-journal DIR           local audit journal / spool directory (default ./pgwarden-audit)
   --instance-id ID              names this instance's audit chains (default: host name)
   --audit-maxlen N | --audit-retention-hours H   stream retention (default: keep everything)

@@ -14,6 +14,8 @@ import type { AppendItem, RedisAuditLog } from './redis-log.js';
  */
 export interface AuditSink {
   record(event: AuditEventInput): Recorded;
+  /** The last write could not be recorded anywhere (and none has succeeded since). */
+  readonly failing: boolean;
   close(): Promise<void>;
 }
 
@@ -24,6 +26,7 @@ export interface Recorded {
 
 /** A sink that records nothing (audit disabled, and unit tests of other parts). */
 export const noAudit: AuditSink = {
+  failing: false,
   record: () => ({ seq: 0, durable: Promise.resolve() }),
   close: async () => {},
 };
@@ -67,6 +70,7 @@ export class ChainSink implements AuditSink {
   private spooling = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  private lastWriteFailed = false;
   private readonly batchMax: number;
   private readonly retryMs: number;
   /** Journal-only mode: the log; Redis mode: this chain's spool (opened on first use). */
@@ -96,6 +100,10 @@ export class ChainSink implements AuditSink {
 
   get chain(): string {
     return this.opts.chain;
+  }
+
+  get failing(): boolean {
+    return this.lastWriteFailed || this.closed;
   }
 
   /** True while entries wait in the local spool for Redis. */
@@ -135,8 +143,10 @@ export class ChainSink implements AuditSink {
         const batch = this.pending.splice(0, this.batchMax);
         try {
           await this.write(batch);
+          this.lastWriteFailed = false;
           for (const p of batch) p.resolve();
         } catch (err) {
+          this.lastWriteFailed = true;
           const message = (err as Error).message;
           this.opts.log.error({ event: 'audit-unavailable', chain: this.opts.chain, message }, 'audit entries could not be recorded; statements that need them are refused');
           for (const p of batch) p.reject(new AuditUnavailable(message));

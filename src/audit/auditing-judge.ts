@@ -9,11 +9,20 @@ import type { AuditEventInput, SessionRef, StatementRef } from './events.js';
 import type { SqlNormalizer } from './normalize-sql.js';
 
 /**
- * Wraps the decision step so that every decision is recorded before it takes effect: the
- * request is forwarded (or refused) only once its audit entry is durable. When the entry cannot
- * be recorded anywhere, an allowed request is refused instead (fail closed); a refusal stays a
- * refusal. After an allowed request has run, its outcome (rows, duration, error) is recorded too.
+ * Wraps the decision step so that every decision is recorded before it takes effect. The entry
+ * takes its place in the chain before the request is forwarded or refused; then:
+ *
+ * - refusals (and, later, holds and verdicts) wait until their entry is durable (Redis or the
+ *   fsync'd journal); when it cannot be recorded anywhere the client still gets the refusal;
+ * - allowed requests wait too when `waitFor` is 'all'. With 'refusals' (the default) they are
+ *   forwarded at once and their entry becomes durable in the next batch (within about a
+ *   millisecond): a synchronous round trip per statement would cost more than the statement
+ *   (see docs/benchmarks.md). Either way, once the sink has failed to record anything, allowed
+ *   requests are refused (fail closed) until it records again.
+ *
+ * After an allowed request has run, its outcome (rows, duration, error) is recorded too.
  */
+export type AuditWait = 'refusals' | 'all';
 interface SessionTally {
   openedAt: number;
   statements: number;
@@ -28,13 +37,14 @@ export class AuditingJudge implements RequestJudge {
     private readonly normalizer: SqlNormalizer,
     private readonly rulesVersion: () => string,
     private readonly log: Logger,
+    private readonly waitFor: AuditWait = 'refusals',
   ) {}
 
   checkStartup(params: ReadonlyMap<string, string>): PgErrorFields | null {
     return this.inner.checkStartup?.(params) ?? null;
   }
 
-  judge(request: Request, session: SessionInfo, signal: AbortSignal): Promise<Decision> {
+  judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision> {
     const d = this.inner.judge(request, session, signal);
     return d instanceof Promise ? d.then((x) => this.record(request, session, x)) : this.record(request, session, d);
   }
@@ -60,7 +70,9 @@ export class AuditingJudge implements RequestJudge {
     }
   }
 
-  private record(request: Request, session: SessionInfo, decision: Decision): Promise<Decision> {
+  private record(request: Request, session: SessionInfo, decision: Decision): Decision | Promise<Decision> {
+    // Nothing runs while the audit log is known to be failing.
+    if (decision.action === 'allow' && this.sink.failing) return this.unrecorded(decision);
     const tally = this.tallies.get(session);
     if (tally) tally.statements++;
     const about = aboutFields(decision.about);
@@ -85,8 +97,14 @@ export class AuditingJudge implements RequestJudge {
       return Promise.resolve(this.unrecorded(decision));
     }
     const seq = recorded.seq;
+    const withOutcome = (d: Decision): Decision =>
+      d.action === 'allow' ? { ...d, onDone: (o: RequestOutcome) => this.executed(session, seq, o) } : d;
+    if (decision.action === 'allow' && this.waitFor === 'refusals') {
+      recorded.durable.catch(() => {}); // the sink logs it and turns `failing` on
+      return withOutcome(decision);
+    }
     return recorded.durable.then(
-      () => (decision.action === 'allow' ? { ...decision, onDone: (o: RequestOutcome) => this.executed(session, seq, o) } : decision),
+      () => withOutcome(decision),
       () => this.unrecorded(decision),
     );
   }

@@ -98,7 +98,7 @@ export async function withAudit(config: Config, inner: RequestJudge, rules: Rule
     redis: redis ? new RedisAuditLog(redis, config.audit.stream, retentionOf(config)) : null,
     log,
   });
-  const judge = new AuditingJudge(inner, sink, new SqlNormalizer(), () => rules.current.version, log);
+  const judge = new AuditingJudge(inner, sink, new SqlNormalizer(), () => rules.current.version, log, config.audit.wait);
   const policy = rules.current;
   judge.fireAndForget({ type: 'rules.reloaded', version: policy.version, trigger: 'startup', files: policy.files, rules: policy.rules.length });
   rules.onChange((p, change) =>

@@ -39,6 +39,7 @@ const OPTIONS: OptionSpec[] = [
   { path: ['redisUrl'], kind: 'string', env: 'PGWARDEN_REDIS_URL', flag: 'redis' },
   { path: ['audit', 'enabled'], kind: 'bool', env: 'PGWARDEN_AUDIT', flag: 'audit' },
   { path: ['audit', 'stream'], kind: 'string', env: 'PGWARDEN_AUDIT_STREAM', flag: 'audit-stream' },
+  { path: ['audit', 'wait'], kind: 'string', env: 'PGWARDEN_AUDIT_WAIT', flag: 'audit-wait' },
   { path: ['audit', 'journalDir'], kind: 'string', env: 'PGWARDEN_AUDIT_JOURNAL', flag: 'audit-journal' },
   // A secret: environment or config file only, never a flag (flags show in `ps`).
   { path: ['audit', 'hmacKey'], kind: 'string', env: 'PGWARDEN_AUDIT_KEY' },

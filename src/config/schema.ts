@@ -69,6 +69,12 @@ export const configSchema = z
         /** Off only for measurements: with audit off nothing records who ran what. */
         enabled: z.boolean().default(true),
         stream: z.string().min(1).default('pgwarden:audit'),
+        /**
+         * Which decisions wait until their entry is durable before taking effect: 'refusals'
+         * (denials; allowed statements are forwarded at once and recorded in the next batch) or
+         * 'all' (every statement waits for its record: strictest, costs a round trip each).
+         */
+        wait: z.enum(['refusals', 'all']).default('refusals'),
         /** The audit log without Redis; the spool for Redis outages with it. */
         journalDir: z.string().min(1).default('pgwarden-audit'),
         /**
@@ -90,7 +96,7 @@ export const configSchema = z
       .refine((a) => a.maxLen === undefined || a.retentionHours === undefined, {
         message: 'set either maxLen or retentionHours, not both',
       })
-      .default({ enabled: true, stream: 'pgwarden:audit', journalDir: 'pgwarden-audit' }),
+      .default({ enabled: true, stream: 'pgwarden:audit', wait: 'refusals', journalDir: 'pgwarden-audit' }),
     /** Directory of rule files (*.yaml). Default: the rules/ directory shipped with pgwarden. */
     rulesDir: z.string().optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -40,7 +40,7 @@ const DEFAULTS: Config = {
     shutdownGraceMs: 30_000,
   },
   workers: Math.min(os.availableParallelism(), 127),
-  audit: { enabled: true, stream: 'pgwarden:audit', journalDir: 'pgwarden-audit' },
+  audit: { enabled: true, stream: 'pgwarden:audit', wait: 'refusals', journalDir: 'pgwarden-audit' },
   logLevel: 'info',
 };
 
