@@ -7,15 +7,13 @@
  * Environment: BENCH_SECONDS (default 5), BENCH_ROUNDS (default 3), BENCH_CLIENTS (default 8),
  * PGWARDEN_BENCH_UPSTREAM (default postgres://127.0.0.1:5432).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { freePort, median, parseLatencyMs, parseTps, pgbench as pgbenchOn, root, run, stopChild, waitForPort } from './bench-lib.js';
 
-const run = promisify(execFile);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
@@ -23,59 +21,10 @@ const upstream = new URL(process.env.PGWARDEN_BENCH_UPSTREAM ?? 'postgres://127.
 const UP_HOST = upstream.hostname;
 const UP_PORT = Number(upstream.port || 5432);
 const DB = 'pgwarden_bench';
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const pgbench = (port: number, args: string[]) => pgbenchOn(port, DB, args);
 
 type Mode = 'simple' | 'extended' | 'prepared';
 const MODES: Mode[] = ['simple', 'extended', 'prepared'];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`port ${port} did not open`);
-}
-
-async function pgbench(port: number, args: string[]): Promise<string> {
-  const { stdout } = await run('pgbench', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', ...args, DB], {
-    maxBuffer: 16 * 1024 * 1024,
-  });
-  return stdout;
-}
-
-function parseTps(out: string): number {
-  const m = /tps = ([\d.]+)/.exec(out);
-  if (!m) throw new Error(`no tps in pgbench output:\n${out}`);
-  return Number(m[1]);
-}
-
-function parseLatencyMs(out: string): number {
-  const m = /latency average = ([\d.]+) ms/.exec(out);
-  if (!m) throw new Error(`no latency in pgbench output:\n${out}`);
-  return Number(m[1]);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 interface Target {
   name: string;
@@ -102,20 +51,13 @@ function bareNodePipe(port: number): Target {
   return { name: 'node-pipe', port, stop: () => new Promise((r) => server.close(() => r())) };
 }
 
-function stopChild(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-  });
-}
-
 async function startPgwarden(port: number): Promise<Target> {
   const cli = path.join(root, 'dist/src/cli.js');
   const child = spawn(
     process.execPath,
-    [cli, 'start', '--listen', `127.0.0.1:${port}`, '--upstream', `postgres://${UP_HOST}:${UP_PORT}`, '--upstream-sslmode', 'disable', '--log-level', 'warn'],
+    // Default settings: audit on, recorded to the embedded journal (here in a scratch directory).
+    [cli, 'start', '--listen', `127.0.0.1:${port}`, '--upstream', `postgres://${UP_HOST}:${UP_PORT}`, '--upstream-sslmode', 'disable', '--log-level', 'warn',
+      '--audit-journal', mkdtempSync(path.join(os.tmpdir(), 'pgw-bench-audit-'))],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   await waitForPort(port);

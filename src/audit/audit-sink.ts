@@ -1,8 +1,8 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../logger.js';
-import { seal, type ChainHead } from './chain.js';
-import { AUDIT_SCHEMA_VERSION, type AuditEvent, type AuditEventInput, type SealedEntry } from './events.js';
+import { seal, type ChainHead, type Sealed } from './chain.js';
+import { AUDIT_SCHEMA_VERSION, type AuditEvent, type AuditEventInput } from './events.js';
 import { chainFileName, chainOfFileName, Journal, readLines } from './journal.js';
 import type { AppendItem, RedisAuditLog } from './redis-log.js';
 
@@ -32,8 +32,7 @@ export const noAudit: AuditSink = {
 };
 
 interface Pending {
-  entry: SealedEntry;
-  json: string;
+  sealed: Sealed;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -114,21 +113,21 @@ export class ChainSink implements AuditSink {
   record(input: AuditEventInput): Recorded {
     if (this.closed) return { seq: 0, durable: Promise.reject(new AuditUnavailable('the audit sink is closed')) };
     const event = { v: AUDIT_SCHEMA_VERSION, ts: new Date().toISOString(), ...input } as AuditEvent;
-    const entry = seal(event, this.opts.chain, this.head, this.opts.key);
-    this.head = { seq: entry.seq, hash: entry.hash };
+    const sealed = seal(event, this.opts.chain, this.head, this.opts.key);
+    this.head = { seq: sealed.seq, hash: sealed.hash };
     let resolve!: () => void;
     let reject!: (err: Error) => void;
     const durable = new Promise<void>((res, rej) => {
       resolve = res;
       reject = rej;
     });
-    this.pending.push({ entry, json: JSON.stringify(entry), resolve, reject });
+    this.pending.push({ sealed, resolve, reject });
     if (!this.draining) {
       this.draining = true;
       // Let every event of this turn of the event loop join the batch.
       setImmediate(() => void this.drain());
     }
-    return { seq: entry.seq, durable };
+    return { seq: sealed.seq, durable };
   }
 
   /** Resolves once everything recorded so far is durable (or failed). */
@@ -161,12 +160,12 @@ export class ChainSink implements AuditSink {
   private async write(batch: Pending[]): Promise<void> {
     const redis = this.opts.redis;
     if (!redis) {
-      await this.journal!.append(batch.map((p) => p.json));
+      await this.journal!.append(batch.map((p) => p.sealed.json));
       return;
     }
     if (!this.spooling) {
       try {
-        await redis.append(this.opts.chain, batch.map(toItem));
+        await redis.append(this.opts.chain, batch.map((p) => p.sealed));
         return;
       } catch (err) {
         this.spooling = true;
@@ -175,7 +174,7 @@ export class ChainSink implements AuditSink {
       }
     }
     this.journal ??= await Journal.open(spoolPath(this.opts.journalDir, this.opts.chain));
-    await this.journal.append(batch.map((p) => p.json));
+    await this.journal.append(batch.map((p) => p.sealed.json));
   }
 
   private scheduleRetry(ms: number): void {
@@ -205,7 +204,7 @@ export class ChainSink implements AuditSink {
         const lines = await readLines(file);
         const chain = chainOfFileName(path.basename(file));
         for (let i = 0; i < lines.length; i += this.batchMax) {
-          const items = lines.slice(i, i + this.batchMax).map((json) => toItem({ entry: JSON.parse(json) as SealedEntry, json }));
+          const items = lines.slice(i, i + this.batchMax).map(spooledItem);
           await redis.append(chain, items);
         }
         if (this.journal && file === this.journal.file) await this.journal.clear();
@@ -236,8 +235,10 @@ export class ChainSink implements AuditSink {
   }
 }
 
-function toItem(p: { entry: SealedEntry; json: string }): AppendItem {
-  return { seq: p.entry.seq, prev: p.entry.prev, hash: p.entry.hash, type: p.entry.type, json: p.json };
+/** A spooled line back into what Redis needs (the line is the sealed entry, stored as is). */
+function spooledItem(json: string): AppendItem {
+  const e = JSON.parse(json) as { seq: number; prev: string; hmac: string; type: string };
+  return { seq: e.seq, prev: e.prev, hash: e.hmac, type: e.type, json };
 }
 
 function spoolDir(journalDir: string): string {

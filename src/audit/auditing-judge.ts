@@ -26,6 +26,8 @@ export type AuditWait = 'refusals' | 'all';
 interface SessionTally {
   openedAt: number;
   statements: number;
+  /** The identity as last recorded (rebuilt when application_name changes). */
+  ref: SessionRef;
 }
 
 export class AuditingJudge implements RequestJudge {
@@ -51,8 +53,9 @@ export class AuditingJudge implements RequestJudge {
 
   opened(session: SessionInfo): void {
     this.inner.opened?.(session);
-    this.tallies.set(session, { openedAt: Date.now(), statements: 0 });
-    this.fireAndForget({ type: 'connection.opened', session: sessionRef(session), tls: session.tls });
+    const ref = sessionRef(session);
+    this.tallies.set(session, { openedAt: Date.now(), statements: 0, ref });
+    this.fireAndForget({ type: 'connection.opened', session: ref, tls: session.tls });
   }
 
   closed(session: SessionInfo, end: SessionEnd): void {
@@ -61,7 +64,7 @@ export class AuditingJudge implements RequestJudge {
     if (end.authenticated && tally) {
       this.fireAndForget({
         type: 'connection.closed',
-        session: sessionRef(session),
+        session: this.ref(session),
         durationMs: Date.now() - tally.openedAt,
         statements: tally.statements,
       });
@@ -77,7 +80,7 @@ export class AuditingJudge implements RequestJudge {
     if (tally) tally.statements++;
     const about = aboutFields(decision.about);
     const common = {
-      session: sessionRef(session),
+      session: this.ref(session),
       request: request.kind === 'copy-data' ? ('simple' as const) : request.kind,
       statements: this.statements(request, session),
       kinds: about.kinds,
@@ -118,13 +121,22 @@ export class AuditingJudge implements RequestJudge {
   private executed(session: SessionInfo, decisionSeq: number, o: RequestOutcome): void {
     this.fireAndForget({
       type: 'statement.executed',
-      session: sessionRef(session),
+      session: this.ref(session),
       decisionSeq,
       durationMs: o.durationMs,
       rowsReturned: o.rowsReturned,
       rowsAffected: o.rowsAffected,
       ...(o.sqlstate ? { sqlstate: o.sqlstate } : {}),
     });
+  }
+
+  /** The session's identity, shared between its events (entries are serialised, not kept). */
+  private ref(session: SessionInfo): SessionRef {
+    const tally = this.tallies.get(session);
+    if (!tally) return sessionRef(session);
+    const app = session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '';
+    if (tally.ref.application !== app) tally.ref = sessionRef(session);
+    return tally.ref;
   }
 
   /** Records an event nothing waits for (the sink logs failures). */

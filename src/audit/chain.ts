@@ -1,38 +1,50 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { canonicalJson } from './canonical-json.js';
-import { auditEventSchema, chainFieldsSchema, type AuditEvent, type SealedEntry } from './events.js';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { auditEventSchema, type AuditEvent } from './events.js';
 
 /**
- * Tamper evidence (pure). Each writer (one pgwarden process) keeps its own chain: entries carry
- * `chain` (the writer's id), `seq` (1, 2, 3 ... without gaps), `prev` (the hash of the chain's
- * previous entry), `hash` = sha256(body) and `hmac` = HMAC-SHA256(key, prev "\n" body), where
- * body is the canonical JSON of the entry without `hash` and `hmac`.
+ * Tamper evidence (pure). Each writer (one pgwarden process) keeps its own chain. An entry is
+ * the event's JSON with `chain` (the writer's id), `seq` (1, 2, 3 ... without gaps) and `prev`
+ * (the previous entry's hmac) added, followed by `hmac` = HMAC-SHA256(key, everything before
+ * it). The stored text is exactly what was authenticated, so verifying needs no
+ * re-serialisation: strip the trailing `,"hmac":"…"}` and recompute.
  *
- * Without the key nobody can produce a valid hmac, so an altered or inserted entry is detected;
- * a deleted entry leaves a gap in `seq`; a reordered one breaks `seq` order and the `prev` link.
- * Deleting the newest entries of a chain is only visible against a head record kept elsewhere
- * (the Redis heads hash, or the head an auditor noted from `audit verify`).
+ * Without the key nobody can produce a valid hmac: an altered or inserted entry fails; a deleted
+ * entry leaves a gap in `seq`; a moved one is out of order and breaks the `prev` link. Deleting
+ * the newest entries of a chain is visible only against a head record kept elsewhere (the Redis
+ * heads hash, or the head an auditor noted from `audit verify`).
+ *
+ * One HMAC per entry and no canonical re-encoding: sealing costs about 3 µs (docs/benchmarks.md).
  */
 export const GENESIS = '0'.repeat(64);
 
 export interface ChainHead {
   seq: number;
+  /** The newest entry's hmac. */
   hash: string;
 }
 
-function bodyOf(entry: Record<string, unknown>): string {
-  const { hash: _h, hmac: _m, ...rest } = entry;
-  return canonicalJson(rest);
+/** A sealed entry: the text to store, and the chain fields the writer needs. */
+export interface Sealed {
+  json: string;
+  type: string;
+  seq: number;
+  prev: string;
+  hash: string;
 }
 
-const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
-const hmacOf = (key: Buffer, prev: string, body: string): string => createHmac('sha256', key).update(prev).update('\n').update(body).digest('hex');
+const hmacOf = (key: Buffer, body: string): string => createHmac('sha256', key).update(body).digest('hex');
 
-/** Appends `event` to a chain whose newest entry is `head` (null: a new chain). Pure. */
-export function seal(event: AuditEvent, chain: string, head: ChainHead | null, key: Buffer): SealedEntry {
-  const unsealed = { ...event, chain, seq: head ? head.seq + 1 : 1, prev: head ? head.hash : GENESIS };
-  const body = canonicalJson(unsealed);
-  return { ...unsealed, hash: sha256(body), hmac: hmacOf(key, unsealed.prev, body) } as SealedEntry;
+/** `,"hmac":"<64 hex>"}` closing every entry. */
+const TRAILER = /,"hmac":"([0-9a-f]{64})"\}$/;
+const TRAILER_LENGTH = ',"hmac":""}'.length + 64;
+
+/** Appends `event` to a chain whose newest entry is `head` (null: a new chain). */
+export function seal(event: AuditEvent, chain: string, head: ChainHead | null, key: Buffer): Sealed {
+  const seq = head ? head.seq + 1 : 1;
+  const prev = head ? head.hash : GENESIS;
+  const body = JSON.stringify({ ...event, chain, seq, prev });
+  const hmac = hmacOf(key, body);
+  return { json: `${body.slice(0, -1)},"hmac":"${hmac}"}`, type: event.type, seq, prev, hash: hmac };
 }
 
 /** One stored entry as read back: where it is (stream id, file:line) and its JSON text. */
@@ -78,63 +90,100 @@ function equalHex(a: string, b: string): boolean {
   return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 }
 
-/** Checks every chain in `records` (in storage order) and reports each broken link. */
+interface Link {
+  index: number;
+  where: string;
+  seq: number;
+  prev: string;
+  hash: string;
+}
+
+interface ProblemAt extends Problem {
+  index: number;
+}
+
+/**
+ * Checks every chain in `records` (in storage order). Each authentic entry is placed by its seq,
+ * so a moved entry is reported once as moved (not as a gap), a deleted one as missing; problems
+ * come back in storage order, the first broken link first.
+ */
 export function verifyChains(records: Iterable<StoredRecord>, options: VerifyOptions): VerifyReport {
-  const problems: Problem[] = [];
-  const chains = new Map<string, ChainSummary>();
+  const problems: ProblemAt[] = [];
+  const links = new Map<string, Link[]>();
+  const maxSeen = new Map<string, number>();
+  /** Seqs claimed by entries that failed authentication (already reported as altered or forged). */
+  const unauthentic = new Map<string, Set<number>>();
   let entries = 0;
   for (const rec of records) {
-    entries++;
+    const index = entries++;
+    const report = (chain: string, seq: number | null, problem: string) => problems.push({ index, where: rec.where, chain, seq, problem });
     let parsed: Record<string, unknown>;
     try {
       parsed = JSON.parse(rec.raw) as Record<string, unknown>;
     } catch {
-      problems.push({ where: rec.where, chain: rec.chain ?? '?', seq: null, problem: 'unreadable entry (not JSON)' });
+      report(rec.chain ?? '?', null, 'unreadable entry (not JSON)');
       continue;
     }
-    const fields = chainFieldsSchema.safeParse({ chain: parsed.chain, seq: parsed.seq, prev: parsed.prev, hash: parsed.hash, hmac: parsed.hmac });
-    if (!fields.success) {
-      problems.push({ where: rec.where, chain: rec.chain ?? '?', seq: null, problem: 'entry has no valid chain fields' });
+    const { chain, seq, prev, hmac } = parsed;
+    if (typeof chain !== 'string' || !Number.isSafeInteger(seq) || (seq as number) < 1 || typeof prev !== 'string' || typeof hmac !== 'string') {
+      report(rec.chain ?? '?', null, 'entry has no valid chain fields');
       continue;
     }
-    const { chain, seq, prev, hash, hmac } = fields.data;
-    const report = (problem: string) => problems.push({ where: rec.where, chain, seq, problem });
-    if ((rec.chain !== undefined && rec.chain !== chain) || (rec.seq !== undefined && rec.seq !== String(seq))) {
-      report(`stored fields (chain ${rec.chain}, seq ${rec.seq}) do not match the entry`);
+    const n = seq as number;
+    if ((rec.chain !== undefined && rec.chain !== chain) || (rec.seq !== undefined && rec.seq !== String(n))) {
+      report(chain, n, `stored fields (chain ${rec.chain}, seq ${rec.seq}) do not match the entry`);
     }
-    const body = bodyOf(parsed);
-    if (!equalHex(sha256(body), hash)) report('entry altered: its hash does not match its content');
-    else if (!equalHex(hmacOf(options.key, prev, body), hmac)) report('entry altered or forged: HMAC does not verify with the audit key');
-    else {
-      const { hash: _h, hmac: _m, chain: _c, seq: _s, prev: _p, ...event } = parsed;
-      if (!auditEventSchema.safeParse(event).success) report('entry does not match the audit event schema');
-    }
-    const state = chains.get(chain);
-    if (!state) {
-      if (seq !== 1 && !options.allowTrimmedStart) report(`chain starts at seq ${seq}: entries 1..${seq - 1} are missing (deleted, or trimmed by retention)`);
-      chains.set(chain, { chain, first: seq, last: seq, count: 1, head: hash });
+    const trailer = TRAILER.exec(rec.raw);
+    const body = trailer ? `${rec.raw.slice(0, -TRAILER_LENGTH)}}` : null;
+    if (!trailer || body === null || !equalHex(hmacOf(options.key, body), hmac)) {
+      report(chain, n, 'entry altered or forged: its HMAC does not verify with the audit key');
+      unauthentic.set(chain, (unauthentic.get(chain) ?? new Set()).add(n));
       continue;
     }
-    if (seq === state.last + 1) {
-      if (prev !== state.head) report(`does not link to seq ${state.last}: its prev hash differs (entry inserted or replaced)`);
-    } else if (seq > state.last + 1) {
-      report(seq - 1 === state.last + 1 ? `entry ${seq - 1} is missing (deleted)` : `entries ${state.last + 1}..${seq - 1} are missing (deleted)`);
-    } else {
-      report(`seq ${seq} comes after seq ${state.last} (entries reordered or duplicated)`);
+    const { hmac: _m, chain: _c, seq: _s, prev: _p, ...event } = parsed;
+    if (!auditEventSchema.safeParse(event).success) report(chain, n, 'entry does not match the audit event schema');
+    const max = maxSeen.get(chain) ?? 0;
+    if (n < max) report(chain, n, `stored after seq ${max}: entries reordered or duplicated`);
+    maxSeen.set(chain, Math.max(max, n));
+    const list = links.get(chain) ?? [];
+    list.push({ index, where: rec.where, seq: n, prev, hash: hmac });
+    links.set(chain, list);
+  }
+
+  const chains: ChainSummary[] = [];
+  for (const [chain, list] of links) {
+    const bySeq = [...list].sort((a, b) => a.seq - b.seq || a.index - b.index);
+    const first = bySeq[0]!;
+    if (first.seq !== 1 && !options.allowTrimmedStart) {
+      problems.push({ index: first.index, where: first.where, chain, seq: first.seq, problem: `chain starts at seq ${first.seq}: entries 1..${first.seq - 1} are missing (deleted, or trimmed by retention)` });
     }
-    state.last = seq;
-    state.head = hash;
-    state.count++;
+    for (let i = 1; i < bySeq.length; i++) {
+      const before = bySeq[i - 1]!;
+      const cur = bySeq[i]!;
+      const at = { index: cur.index, where: cur.where, chain, seq: cur.seq };
+      if (cur.seq === before.seq) problems.push({ ...at, problem: `seq ${cur.seq} appears twice (entry duplicated)` });
+      else if (cur.seq > before.seq + 1) {
+        // A gap whose every seq is held by an altered entry was reported as such already.
+        const claimed = unauthentic.get(chain);
+        let explained = claimed !== undefined;
+        for (let s = before.seq + 1; explained && s < cur.seq; s++) explained = claimed!.has(s);
+        if (explained) continue;
+        const gap = cur.seq - 1 === before.seq + 1 ? `entry ${before.seq + 1} is missing` : `entries ${before.seq + 1}..${cur.seq - 1} are missing`;
+        problems.push({ ...at, problem: `${gap} (deleted)` });
+      } else if (cur.prev !== before.hash) {
+        problems.push({ ...at, problem: `does not link to seq ${before.seq}: its prev differs (entry inserted or replaced)` });
+      }
+    }
+    const last = bySeq[bySeq.length - 1]!;
+    chains.push({ chain, first: first.seq, last: last.seq, count: list.length, head: last.hash });
   }
   for (const [chain, head] of options.heads ?? []) {
-    const state = chains.get(chain);
-    if (!state) {
-      problems.push({ where: 'end', chain, seq: head.seq, problem: `the head record says seq ${head.seq}, but the chain has no entries (all deleted)` });
-    } else if (state.last < head.seq) {
-      problems.push({ where: 'end', chain, seq: head.seq, problem: `entries ${state.last + 1}..${head.seq} are missing at the end (tail deleted)` });
-    } else if (state.last === head.seq && state.head !== head.hash) {
-      problems.push({ where: 'end', chain, seq: head.seq, problem: 'the newest entry differs from the head record' });
-    }
+    const summary = chains.find((c) => c.chain === chain);
+    const end = { index: entries, where: 'end', chain, seq: head.seq };
+    if (!summary) problems.push({ ...end, problem: `the head record says seq ${head.seq}, but the chain has no entries (all deleted)` });
+    else if (summary.last < head.seq) problems.push({ ...end, problem: `entries ${summary.last + 1}..${head.seq} are missing at the end (tail deleted)` });
+    else if (summary.last === head.seq && summary.head !== head.hash) problems.push({ ...end, problem: 'the newest entry differs from the head record' });
   }
-  return { ok: problems.length === 0, entries, chains: [...chains.values()], problems };
+  problems.sort((a, b) => a.index - b.index);
+  return { ok: problems.length === 0, entries, chains, problems: problems.map(({ index: _i, ...p }) => p) };
 }

@@ -25,7 +25,7 @@ const statementRef = z
   .object({
     /** Normalized SQL: constants → $n, comments dropped, whitespace collapsed. */
     text: z.string(),
-    /** Stable across literal values and formatting (libpg_query fingerprint, or sha256 prefix). */
+    /** sha256 of the normalized text (16 hex digits): one value per statement shape. */
     fingerprint: z.string(),
   })
   .strict();
@@ -143,16 +143,3 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 /** An event as its producer writes it: version and time are filled in by the sink. */
 export type AuditEventInput = DistributiveOmit<AuditEvent, 'v' | 'ts'>;
 
-/** Chain fields every stored entry carries (see chain.ts). */
-export const chainFieldsSchema = z
-  .object({
-    chain: z.string(),
-    seq: z.number().int().positive(),
-    prev: z.string(),
-    hash: z.string(),
-    hmac: z.string(),
-  })
-  .strict();
-
-export type ChainFields = z.infer<typeof chainFieldsSchema>;
-export type SealedEntry = AuditEvent & ChainFields;

@@ -110,7 +110,7 @@ export function csvRow(rec: StoredRecord): string {
     rows_affected: e.rowsAffected,
     duration_ms: e.durationMs,
     rules_version: e.rulesVersion ?? e.version,
-    hash: e.hash,
+    hash: e.hmac,
   };
   return CSV_COLUMNS.map((c) => csvCell(row[c])).join(',');
 }

@@ -1,19 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { seal, type StoredRecord } from '../../src/audit/chain.js';
-import type { AuditEvent, SealedEntry } from '../../src/audit/events.js';
+import { seal, type Sealed, type StoredRecord } from '../../src/audit/chain.js';
+import type { AuditEvent } from '../../src/audit/events.js';
 import { CSV_COLUMNS, csvHeader, csvRow, formatEntry } from '../../src/audit/format-entry.js';
 
 const KEY = Buffer.from('format-test-key');
 const TS = '2024-05-01T12:00:03.000Z';
 const session = { id: 7, user: 'alice', database: 'shop', application: 'psql', client: '10.0.0.1:5000' };
 
-/** Seals `event` as entry `seq` of chain pgw-a@1 and stores it as a journal line. */
-function rec(event: AuditEvent, seq = 3, where = 'audit.jsonl:3'): StoredRecord {
-  const entry: SealedEntry = seal(event, 'pgw-a@1', seq > 1 ? { seq: seq - 1, hash: 'a'.repeat(64) } : null, KEY);
-  return { where, raw: JSON.stringify(entry) };
-}
+/** Seals `event` as entry `seq` of chain pgw-a@1. */
+const sealAt = (event: AuditEvent, seq = 3): Sealed => seal(event, 'pgw-a@1', seq > 1 ? { seq: seq - 1, hash: 'a'.repeat(64) } : null, KEY);
 
-const hashOf = (r: StoredRecord): string => (JSON.parse(r.raw) as SealedEntry).hash;
+/** Seals `event` as entry `seq` of chain pgw-a@1 and stores it as a journal line (the sealed text as is). */
+function rec(event: AuditEvent, seq = 3, where = 'audit.jsonl:3'): StoredRecord {
+  return { where, raw: sealAt(event, seq).json };
+}
 
 const deniedEvent: AuditEvent = {
   v: 1,
@@ -140,12 +140,29 @@ describe('csvHeader / csvRow', () => {
 
   it('writes a decision as one row, lists joined with ;', () => {
     const r = rec({ ...deniedEvent, rulesVersion: 'r7', tables: ['public.orders', 'public.items'] });
-    expect(csvRow(r)).toBe(
+    const row = csvRow(r);
+    expect(row.startsWith(
       `${TS},statement.denied,pgw-a@1,3,alice,shop,psql,10.0.0.1:5000,7,no-delete,42501,public.orders;public.items,` +
-        'DELETE FROM orders WHERE id = $1;DROP TABLE orders,aaaa000011112222;bbbb000011112222,,,,,,,,r7,' +
-        hashOf(r),
-    );
-    expect(parseCsv(csvRow(r))).toHaveLength(CSV_COLUMNS.length);
+        'DELETE FROM orders WHERE id = $1;DROP TABLE orders,aaaa000011112222;bbbb000011112222,,,,,,,,r7,',
+    )).toBe(true);
+    expect(parseCsv(row)).toHaveLength(CSV_COLUMNS.length);
+  });
+
+  // DEFECT (reported): entries no longer carry a `hash` field, their chain value is the trailing
+  // `hmac`, but csvRow still reads e.hash, so the export's hash column is always empty.
+  it('fills the hash column with the entry\'s chain value (its hmac)', () => {
+    const sealed = sealAt(deniedEvent);
+    const r: StoredRecord = { where: 'audit.jsonl:3', raw: sealed.json };
+    expect(sealed.hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(column(csvRow(r), 'hash')).toBe(sealed.hash);
+  });
+
+  it('reads the sealed text: chain and seq come from the chain fields seal added', () => {
+    const sealed = sealAt(deniedEvent, 12);
+    const row = csvRow({ where: 'x', raw: sealed.json });
+    expect(column(row, 'chain')).toBe('pgw-a@1');
+    expect(column(row, 'seq')).toBe('12');
+    expect(formatEntry({ where: 'x', raw: sealed.json }).endsWith('[pgw-a@1#12]')).toBe(true);
   });
 
   it('writes connection.closed with its request count in the statements column', () => {

@@ -1,15 +1,19 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AuditUnavailable, ChainSink, noAudit } from '../../src/audit/audit-sink.js';
-import { verifyChains } from '../../src/audit/chain.js';
-import type { AuditEventInput, SealedEntry } from '../../src/audit/events.js';
+import { seal, verifyChains, type ChainHead, type Sealed } from '../../src/audit/chain.js';
+import type { AuditEvent, AuditEventInput } from '../../src/audit/events.js';
 import { chainFileName, chainOfFileName, Journal, journalFiles, readLines } from '../../src/audit/journal.js';
+import type { AppendItem, RedisAuditLog } from '../../src/audit/redis-log.js';
 import { silentLogger } from '../../src/logger.js';
 
 const KEY = Buffer.from('sink-test-key-0123456789abcdef');
 const CHAIN = 'pgw-host@2024-05-01T12:00:00Z';
+
+/** A stored entry: the event with the chain fields seal() adds. */
+type StoredEntry = AuditEvent & { chain: string; seq: number; prev: string; hmac: string };
 
 const session = { id: 3, user: 'alice', database: 'shop', application: 'psql', client: '10.0.0.1:5000' };
 
@@ -45,7 +49,7 @@ const fileEntries = (chain = CHAIN) =>
   fileText(chain)
     .split('\n')
     .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as SealedEntry);
+    .map((l) => JSON.parse(l) as StoredEntry);
 
 describe('ChainSink without Redis (journal only)', () => {
   it('creates the journal file for its chain when opened', async () => {
@@ -112,7 +116,7 @@ describe('ChainSink without Redis (journal only)', () => {
     await second.durable;
     const entries = fileEntries();
     expect(entries.map((e) => e.seq)).toEqual([1, 2]);
-    expect(entries[1]!.prev).toBe(entries[0]!.hash);
+    expect(entries[1]!.prev).toBe(entries[0]!.hmac);
     await sink.close();
   });
 
@@ -128,8 +132,24 @@ describe('ChainSink without Redis (journal only)', () => {
       lines.map((raw, i) => ({ where: `${journalPath()}:${i + 1}`, raw })),
       { key: KEY },
     );
-    const last = JSON.parse(lines[5]!) as SealedEntry;
-    expect(report).toEqual({ ok: true, entries: 6, chains: [{ chain: CHAIN, first: 1, last: 6, count: 6, head: last.hash }], problems: [] });
+    const last = JSON.parse(lines[5]!) as StoredEntry;
+    expect(last.hmac).toMatch(/^[0-9a-f]{64}$/);
+    expect(report).toEqual({ ok: true, entries: 6, chains: [{ chain: CHAIN, first: 1, last: 6, count: 6, head: last.hmac }], problems: [] });
+  });
+
+  it('writes each entry as the exact text seal() produced, one per line', async () => {
+    const sink = await open();
+    await Promise.all([sink.record(allowed(1)).durable, sink.record(allowed(2)).durable]);
+    await sink.close();
+    const lines = await readLines(journalPath());
+    expect(lines).toHaveLength(2);
+    let head: ChainHead | null = null;
+    for (const line of lines) {
+      const { chain: _c, seq: _s, prev: _p, hmac: _m, ...event } = JSON.parse(line) as StoredEntry;
+      const again = seal(event as AuditEvent, CHAIN, head, KEY);
+      expect(line).toBe(again.json);
+      head = { seq: again.seq, hash: again.hash };
+    }
   });
 
   it('keeps chains of different writers in different files', async () => {
@@ -186,6 +206,93 @@ describe('ChainSink without Redis (journal only)', () => {
     expect(next.seq).toBe(3);
     await expect(next.durable).resolves.toBeUndefined();
     expect(fileEntries().map((e) => e.seq)).toEqual([3]);
+    await sink.close();
+  });
+});
+
+/** A RedisAuditLog stand-in: records every append, fails while `down` is set. */
+function fakeRedis() {
+  const state = { down: false, calls: [] as { chain: string; items: AppendItem[] }[] };
+  const log = {
+    append: vi.fn(async (chain: string, items: readonly AppendItem[]) => {
+      if (state.down) throw new Error('connect ECONNREFUSED 127.0.0.1:6379');
+      state.calls.push({ chain, items: items.map((it) => ({ seq: it.seq, prev: it.prev, hash: it.hash, type: it.type, json: it.json })) });
+      return items.length;
+    }),
+  };
+  return { state, redis: log as unknown as RedisAuditLog };
+}
+
+const openWithRedis = (redis: RedisAuditLog, chain = CHAIN) =>
+  ChainSink.open({ chain, key: KEY, journalDir: dir, redis, log: silentLogger, retryMs: 5 });
+
+/** What an append item for a stored line must hold: its chain fields and the line itself. */
+function itemOf(json: string): AppendItem {
+  const e = JSON.parse(json) as StoredEntry;
+  return { seq: e.seq, prev: e.prev, hash: e.hmac, type: e.type, json };
+}
+
+const spoolFile = (chain = CHAIN) => path.join(dir, 'spool', chainFileName(chain));
+
+describe('ChainSink with Redis', () => {
+  it('appends the sealed entries to Redis: seq, prev, hmac as hash, type and the exact text', async () => {
+    const { state, redis } = fakeRedis();
+    const sink = await openWithRedis(redis);
+    await Promise.all([sink.record(allowed(1)).durable, sink.record(allowed(2)).durable]);
+    expect(state.calls).toHaveLength(1);
+    const { chain, items } = state.calls[0]!;
+    expect(chain).toBe(CHAIN);
+    expect(items.map((it) => it.seq)).toEqual([1, 2]);
+    for (const it of items) expect(it).toEqual(itemOf(it.json));
+    expect(items[1]!.prev).toBe(items[0]!.hash);
+    expect(verifyChains(items.map((it, i) => ({ where: `id-${i}`, raw: it.json })), { key: KEY }).ok).toBe(true);
+    expect(existsSync(spoolFile())).toBe(false);
+    await sink.close();
+  });
+
+  it('spools to the local journal while Redis fails, then replays the spool in order and empties it', async () => {
+    const { state, redis } = fakeRedis();
+    const sink = await openWithRedis(redis);
+    await sink.record(allowed(1)).durable;
+    state.down = true;
+    await Promise.all([sink.record(allowed(2)).durable, sink.record(allowed(3)).durable]);
+    expect(sink.isSpooling).toBe(true);
+    expect(sink.failing).toBe(false); // spooled entries are durable
+    const spooled = await readLines(spoolFile());
+    expect(spooled.map((l) => (JSON.parse(l) as StoredEntry).seq)).toEqual([2, 3]);
+    state.down = false;
+    await vi.waitFor(() => expect(sink.isSpooling).toBe(false));
+    expect(state.calls.map((c) => c.items.map((it) => it.seq))).toEqual([[1], [2, 3]]);
+    expect(state.calls[1]!.items).toEqual(spooled.map(itemOf));
+    expect(state.calls[1]!.items[0]!.prev).toBe(state.calls[0]!.items[0]!.hash);
+    expect(readFileSync(spoolFile(), 'utf8')).toBe('');
+    await sink.record(allowed(4)).durable;
+    expect(state.calls.at(-1)!.items.map((it) => it.seq)).toEqual([4]);
+    const all = state.calls.flatMap((c) => c.items).map((it, i) => ({ where: `id-${i}`, raw: it.json }));
+    expect(verifyChains(all, { key: KEY })).toMatchObject({ ok: true, entries: 4 });
+    await sink.close();
+  });
+
+  it('replays the spool file an earlier run of the same writer left, then removes it', async () => {
+    const earlier = 'pgw-host@2024-04-30T08:00:00Z';
+    const old: Sealed[] = [];
+    let head: ChainHead | null = null;
+    for (let i = 1; i <= 3; i++) {
+      const e = seal({ v: 1, ts: '2024-04-30T08:00:00.000Z', ...allowed(i) } as AuditEvent, earlier, head, KEY);
+      old.push(e);
+      head = { seq: e.seq, hash: e.hash };
+    }
+    mkdirSync(path.join(dir, 'spool'), { recursive: true });
+    writeFileSync(spoolFile(earlier), old.map((e) => `${e.json}\n`).join(''));
+    const other = 'pgw-elsewhere@2024-04-30T08:00:00Z';
+    writeFileSync(spoolFile(other), `${old[0]!.json}\n`);
+    const { state, redis } = fakeRedis();
+    const sink = await openWithRedis(redis);
+    expect(sink.isSpooling).toBe(true);
+    await vi.waitFor(() => expect(sink.isSpooling).toBe(false));
+    expect(state.calls).toEqual([{ chain: earlier, items: old.map((e) => ({ seq: e.seq, prev: e.prev, hash: e.hash, type: e.type, json: e.json })) }]);
+    expect(existsSync(spoolFile(earlier))).toBe(false);
+    expect(existsSync(spoolFile(other))).toBe(true); // another writer's spool is not ours to replay
     await sink.close();
   });
 });
