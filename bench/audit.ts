@@ -37,7 +37,7 @@ async function startPgwarden(v: Variant, scratch: string): Promise<{ port: numbe
   const port = await freePort();
   const child = spawn(
     process.execPath,
-    [path.join(root, 'dist/src/cli.js'), 'start', '--listen', `127.0.0.1:${port}`, '--upstream', upstream.origin.replace(/^postgresql?:/, 'postgres:'),
+    [path.join(root, 'dist/src/cli.js'), 'start', '--listen', `127.0.0.1:${port}`, '--upstream', `postgres://${upstream.host}`,
       '--upstream-sslmode', 'disable', '--log-level', 'error', '--audit-journal', mkdtempSync(path.join(scratch, 'j-')), ...v.args],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PGWARDEN_AUDIT_KEY: KEY } },
   );

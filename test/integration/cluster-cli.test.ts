@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,12 +34,19 @@ interface Exit {
   signal: NodeJS.Signals | null;
 }
 
-/** The environment of the test run without PGWARDEN_* settings that would change the CLI's config. */
+/** Each CLI process of this file records its audit entries here (the embedded journal). */
+const AUDIT_JOURNAL = mkdtempSync(path.join(tmpdir(), 'pgw-cluster-audit-'));
+
+/**
+ * The environment of the test run without PGWARDEN_* settings that would change the CLI's config,
+ * and with the audit journal in a scratch directory rather than the repository.
+ */
 function cliEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('PGWARDEN_')) env[k] = v;
   }
+  env.PGWARDEN_AUDIT_JOURNAL = AUDIT_JOURNAL;
   return env;
 }
 
@@ -70,7 +78,11 @@ class CliProcess {
     return new CliProcess(spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
+  /** Everything the process printed on stdout. */
+  stdout = '';
+
   private onStdout(text: string): void {
+    this.stdout += text;
     const lines = (this.stdoutRest + text).split('\n');
     this.stdoutRest = lines.pop() ?? '';
     for (const line of lines) {
@@ -350,6 +362,19 @@ describe('pgwarden CLI with two workers', () => {
       const exit = await cli.waitForExit(10_000);
       expect(exit).toEqual({ code: 0, signal: null });
       expect(cli.logs.some((l) => l.msg === 'shutdown complete')).toBe(true);
+
+      // Every worker recorded into its own chain, flushed before exiting; the chains verify.
+      const verify = CliProcess.start(['audit', 'verify', '--audit-journal', AUDIT_JOURNAL]);
+      expect(await verify.waitForExit(10_000)).toEqual({ code: 0, signal: null });
+      expect(verify.stdout).toMatch(/chain \S+\/w0@\S+: seq 1\.\./);
+      expect(verify.stdout).toMatch(/chain \S+\/w1@\S+: seq 1\.\./);
+      expect(verify.stdout).toContain('OK: every chain is intact');
+      const exported = CliProcess.start(['audit', 'export', '--audit-journal', AUDIT_JOURNAL, '--format', 'jsonl']);
+      expect(await exported.waitForExit(10_000)).toEqual({ code: 0, signal: null });
+      const entries = exported.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; seq: number; decisionSeq?: number; chain: string; statements?: { text: string }[] });
+      const decision = entries.find((e) => e.type === 'statement.allowed' && e.statements?.[0]?.text.includes('pg_sleep'));
+      expect(decision?.statements?.[0]?.text).toBe('SELECT $1 AS outcome FROM pg_sleep($2)');
+      expect(entries.some((e) => e.type === 'statement.executed' && e.chain === decision!.chain && e.decisionSeq === decision!.seq)).toBe(true);
     });
   });
 
