@@ -372,7 +372,7 @@ describe('pgwarden CLI with two workers', () => {
       const exported = CliProcess.start(['audit', 'export', '--audit-journal', AUDIT_JOURNAL, '--format', 'jsonl']);
       expect(await exported.waitForExit(10_000)).toEqual({ code: 0, signal: null });
       const entries = exported.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; seq: number; decisionSeq?: number; chain: string; statements?: { text: string }[] });
-      const decision = entries.find((e) => e.type === 'statement.allowed' && e.statements?.[0]?.text.includes('pg_sleep'));
+      const decision = entries.find((e) => e.type === 'statement.allowed' && e.statements?.[0]?.text.includes('AS outcome'));
       expect(decision?.statements?.[0]?.text).toBe('SELECT $1 AS outcome FROM pg_sleep($2)');
       expect(entries.some((e) => e.type === 'statement.executed' && e.chain === decision!.chain && e.decisionSeq === decision!.seq)).toBe(true);
     });
