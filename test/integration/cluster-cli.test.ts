@@ -65,8 +65,9 @@ class CliProcess {
     child.stderr?.on('data', (text: string) => {
       this.stderr += text;
     });
+    // 'close', not 'exit': it comes after stdout and stderr are fully read.
     this.exited = new Promise((resolve) =>
-      child.on('exit', (code, signal) => {
+      child.on('close', (code, signal) => {
         this.exit = { code, signal };
         this.notify();
         resolve({ code, signal });
