@@ -13,7 +13,14 @@ import type { AppendItem, RedisAuditLog } from './redis-log.js';
  * the entry; callers then refuse the statement (fail closed).
  */
 export interface AuditSink {
+  /** Records an event someone waits for (a refusal, a verdict). */
   record(event: AuditEventInput): Recorded;
+  /**
+   * Records an event nothing waits for (an allowed statement, an outcome, a lifecycle fact):
+   * sealed and queued in order now, written with the next batch; a failure shows in `failing`.
+   * Returns its seq.
+   */
+  note(event: AuditEventInput): number;
   /** The last write could not be recorded anywhere (and none has succeeded since). */
   readonly failing: boolean;
   close(): Promise<void>;
@@ -28,13 +35,15 @@ export interface Recorded {
 export const noAudit: AuditSink = {
   failing: false,
   record: () => ({ seq: 0, durable: Promise.resolve() }),
+  note: () => 0,
   close: async () => {},
 };
 
 interface Pending {
   sealed: Sealed;
-  resolve: () => void;
-  reject: (err: Error) => void;
+  /** Absent for notes: nobody waits for them. */
+  resolve?: () => void;
+  reject?: (err: Error) => void;
 }
 
 export interface ChainSinkOptions {
@@ -112,22 +121,35 @@ export class ChainSink implements AuditSink {
 
   record(input: AuditEventInput): Recorded {
     if (this.closed) return { seq: 0, durable: Promise.reject(new AuditUnavailable('the audit sink is closed')) };
-    const event = { v: AUDIT_SCHEMA_VERSION, ts: new Date().toISOString(), ...input } as AuditEvent;
-    const sealed = seal(event, this.opts.chain, this.head, this.opts.key);
-    this.head = { seq: sealed.seq, hash: sealed.hash };
     let resolve!: () => void;
     let reject!: (err: Error) => void;
     const durable = new Promise<void>((res, rej) => {
       resolve = res;
       reject = rej;
     });
-    this.pending.push({ sealed, resolve, reject });
+    const seq = this.enqueue(input, resolve, reject);
+    return { seq, durable };
+  }
+
+  note(input: AuditEventInput): number {
+    if (this.closed) {
+      this.opts.log.error({ event: 'audit-unavailable', type: input.type }, 'audit entry after the sink was closed; not recorded');
+      return 0;
+    }
+    return this.enqueue(input);
+  }
+
+  private enqueue(input: AuditEventInput, resolve?: () => void, reject?: (err: Error) => void): number {
+    const event = { v: AUDIT_SCHEMA_VERSION, ts: new Date().toISOString(), ...input } as AuditEvent;
+    const sealed = seal(event, this.opts.chain, this.head, this.opts.key);
+    this.head = { seq: sealed.seq, hash: sealed.hash };
+    this.pending.push(resolve ? { sealed, resolve, reject } : { sealed });
     if (!this.draining) {
       this.draining = true;
       // Let every event of this turn of the event loop join the batch.
       setImmediate(() => void this.drain());
     }
-    return { seq: sealed.seq, durable };
+    return sealed.seq;
   }
 
   /** Resolves once everything recorded so far is durable (or failed). */
@@ -143,12 +165,12 @@ export class ChainSink implements AuditSink {
         try {
           await this.write(batch);
           this.lastWriteFailed = false;
-          for (const p of batch) p.resolve();
+          for (const p of batch) p.resolve?.();
         } catch (err) {
           this.lastWriteFailed = true;
           const message = (err as Error).message;
           this.opts.log.error({ event: 'audit-unavailable', chain: this.opts.chain, message }, 'audit entries could not be recorded; statements that need them are refused');
-          for (const p of batch) p.reject(new AuditUnavailable(message));
+          for (const p of batch) p.reject?.(new AuditUnavailable(message));
         }
       }
     } finally {

@@ -92,24 +92,25 @@ export class AuditingJudge implements RequestJudge {
       decision.action === 'deny'
         ? { type: 'statement.denied', ...common, sqlstate: decision.error.code }
         : { type: 'statement.allowed', ...common };
-    let recorded;
     try {
-      recorded = this.sink.record(event);
+      if (decision.action === 'allow' && this.waitFor === 'refusals') {
+        // Forwarded now; the entry is already in the chain and goes out with the next batch.
+        const seq = this.sink.note(event);
+        return this.withOutcome(session, decision, seq);
+      }
+      const recorded = this.sink.record(event);
+      return recorded.durable.then(
+        () => this.withOutcome(session, decision, recorded.seq),
+        () => this.unrecorded(decision),
+      );
     } catch (err) {
       this.log.error({ message: (err as Error).message }, 'audit record failed');
-      return Promise.resolve(this.unrecorded(decision));
+      return this.unrecorded(decision);
     }
-    const seq = recorded.seq;
-    const withOutcome = (d: Decision): Decision =>
-      d.action === 'allow' ? { ...d, onDone: (o: RequestOutcome) => this.executed(session, seq, o) } : d;
-    if (decision.action === 'allow' && this.waitFor === 'refusals') {
-      recorded.durable.catch(() => {}); // the sink logs it and turns `failing` on
-      return withOutcome(decision);
-    }
-    return recorded.durable.then(
-      () => withOutcome(decision),
-      () => this.unrecorded(decision),
-    );
+  }
+
+  private withOutcome(session: SessionInfo, decision: Decision, seq: number): Decision {
+    return decision.action === 'allow' ? { ...decision, onDone: (o: RequestOutcome) => this.executed(session, seq, o) } : decision;
   }
 
   /** A decision whose record could not be written: nothing runs unrecorded. */
@@ -139,10 +140,10 @@ export class AuditingJudge implements RequestJudge {
     return tally.ref;
   }
 
-  /** Records an event nothing waits for (the sink logs failures). */
+  /** Records an event nothing waits for (the sink logs failures and turns `failing` on). */
   fireAndForget(event: AuditEventInput): void {
     try {
-      this.sink.record(event).durable.catch(() => {});
+      this.sink.note(event);
     } catch (err) {
       this.log.error({ message: (err as Error).message }, 'audit record failed');
     }

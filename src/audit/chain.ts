@@ -32,6 +32,16 @@ export interface Sealed {
   hash: string;
 }
 
+let lastChain = '';
+let lastChainJson = '""';
+function chainJson(chain: string): string {
+  if (chain !== lastChain) {
+    lastChain = chain;
+    lastChainJson = JSON.stringify(chain);
+  }
+  return lastChainJson;
+}
+
 const hmacOf = (key: Buffer, body: string): string => createHmac('sha256', key).update(body).digest('hex');
 
 /** `,"hmac":"<64 hex>"}` closing every entry. */
@@ -42,7 +52,9 @@ const TRAILER_LENGTH = ',"hmac":""}'.length + 64;
 export function seal(event: AuditEvent, chain: string, head: ChainHead | null, key: Buffer): Sealed {
   const seq = head ? head.seq + 1 : 1;
   const prev = head ? head.hash : GENESIS;
-  const body = JSON.stringify({ ...event, chain, seq, prev });
+  // The same bytes as JSON.stringify({ ...event, chain, seq, prev }), without copying the event.
+  const json = JSON.stringify(event);
+  const body = `${json.slice(0, -1)},"chain":${chainJson(chain)},"seq":${seq},"prev":"${prev}"}`;
   const hmac = hmacOf(key, body);
   return { json: `${body.slice(0, -1)},"hmac":"${hmac}"}`, type: event.type, seq, prev, hash: hmac };
 }
