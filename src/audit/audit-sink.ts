@@ -140,7 +140,7 @@ export class ChainSink implements AuditSink {
   }
 
   private enqueue(input: AuditEventInput, resolve?: () => void, reject?: (err: Error) => void): number {
-    const event = { v: AUDIT_SCHEMA_VERSION, ts: new Date().toISOString(), ...input } as AuditEvent;
+    const event = { v: AUDIT_SCHEMA_VERSION, ts: isoNow(), ...input } as AuditEvent;
     const sealed = seal(event, this.opts.chain, this.head, this.opts.key);
     this.head = { seq: sealed.seq, hash: sealed.hash };
     this.pending.push(resolve ? { sealed, resolve, reject } : { sealed });
@@ -261,6 +261,18 @@ export class ChainSink implements AuditSink {
 function spooledItem(json: string): AppendItem {
   const e = JSON.parse(json) as { seq: number; prev: string; hmac: string; type: string };
   return { seq: e.seq, prev: e.prev, hash: e.hmac, type: e.type, json };
+}
+
+let lastMs = 0;
+let lastIso = '';
+/** The current time as ISO 8601; formatted once per millisecond (entries come in bursts). */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 function spoolDir(journalDir: string): string {
