@@ -9,20 +9,31 @@ import type { AuditEventInput, SessionRef, StatementRef } from './events.js';
 import type { SqlNormalizer } from './normalize-sql.js';
 
 /**
- * Wraps the decision step so that every decision is recorded before it takes effect. The entry
- * takes its place in the chain before the request is forwarded or refused; then:
+ * Wraps the decision step so that every decision is recorded:
  *
- * - refusals (and, later, holds and verdicts) wait until their entry is durable (Redis or the
- *   fsync'd journal); when it cannot be recorded anywhere the client still gets the refusal;
- * - allowed requests wait too when `waitFor` is 'all'. With 'refusals' (the default) they are
- *   forwarded at once and their entry becomes durable in the next batch (within about a
- *   millisecond): a synchronous round trip per statement would cost more than the statement
- *   (see docs/benchmarks.md). Either way, once the sink has failed to record anything, allowed
- *   requests are refused (fail closed) until it records again.
+ * - refusals (and, later, holds and verdicts) are sealed into the chain and wait until their
+ *   entry is durable (Redis or the fsync'd journal) before the client is answered; when it
+ *   cannot be recorded anywhere the client still gets the refusal;
+ * - with `waitFor` 'all', allowed requests are sealed and wait for their entry the same way
+ *   before they are forwarded; their outcome (rows, duration, error) follows in a
+ *   statement.executed entry;
+ * - with 'refusals' (the default) allowed requests are forwarded at once, and their entry is
+ *   written when they finish, with the outcome in it, or after `outcomeWindowMs` without it
+ *   (then a statement.executed entry follows). A durable round trip per statement, or two
+ *   entries per statement, cost more than the statement itself (docs/benchmarks.md).
  *
- * After an allowed request has run, its outcome (rows, duration, error) is recorded too.
+ * Either way, once the sink has failed to record anything, allowed requests are refused (fail
+ * closed) until it records again.
  */
 export type AuditWait = 'refusals' | 'all';
+/** An allowed request's entry, kept back briefly so that its outcome can join it. */
+interface Deferred {
+  event: AuditEventInput & { type: 'statement.allowed' };
+  since: number;
+  /** Set once the entry was written without its outcome (the window passed). */
+  seq: number | null;
+}
+
 interface SessionTally {
   openedAt: number;
   statements: number;
@@ -40,7 +51,15 @@ export class AuditingJudge implements RequestJudge {
     private readonly rulesVersion: () => string,
     private readonly log: Logger,
     private readonly waitFor: AuditWait = 'refusals',
+    /**
+     * With waitFor 'refusals': how long an allowed request's entry waits for the outcome to be
+     * recorded in the same entry (one entry instead of two per statement). 0 writes at once.
+     */
+    private readonly outcomeWindowMs = 100,
   ) {}
+
+  private readonly deferred = new Set<Deferred>();
+  private sweeper: NodeJS.Timeout | null = null;
 
   checkStartup(params: ReadonlyMap<string, string>): PgErrorFields | null {
     return this.inner.checkStartup?.(params) ?? null;
@@ -94,9 +113,11 @@ export class AuditingJudge implements RequestJudge {
         : { type: 'statement.allowed', ...common };
     try {
       if (decision.action === 'allow' && this.waitFor === 'refusals') {
-        // Forwarded now; the entry is already in the chain and goes out with the next batch.
-        const seq = this.sink.note(event);
-        return this.withOutcome(session, decision, seq);
+        // Forwarded now. A statement that finishes within the window gets one entry with its
+        // outcome; a longer one gets its decision entry when the window passes, then an
+        // outcome entry.
+        if (this.outcomeWindowMs <= 0) return this.withOutcome(session, decision, this.sink.note(event));
+        return this.deferUntilOutcome(session, decision, event as Deferred['event']);
       }
       const recorded = this.sink.record(event);
       return recorded.durable.then(
@@ -107,6 +128,42 @@ export class AuditingJudge implements RequestJudge {
       this.log.error({ message: (err as Error).message }, 'audit record failed');
       return this.unrecorded(decision);
     }
+  }
+
+  private deferUntilOutcome(session: SessionInfo, decision: Extract<Decision, { action: 'allow' }>, event: Deferred['event']): Decision {
+    const d: Deferred = { event, since: performance.now(), seq: null };
+    this.deferred.add(d);
+    this.sweeper ??= setInterval(() => this.sweep(false), Math.max(10, this.outcomeWindowMs / 2)).unref();
+    return {
+      ...decision,
+      onDone: (o: RequestOutcome) => {
+        if (d.seq !== null) {
+          this.executed(session, d.seq, o);
+          return;
+        }
+        this.deferred.delete(d);
+        this.sink.note({ ...d.event, outcome: outcomeOf(o) });
+      },
+    };
+  }
+
+  /** Writes decision entries whose window passed (all of them when `all`). */
+  private sweep(all: boolean): void {
+    const cutoff = performance.now() - this.outcomeWindowMs;
+    for (const d of this.deferred) {
+      if (!all && d.since > cutoff) continue;
+      d.seq = this.sink.note(d.event);
+      this.deferred.delete(d);
+    }
+    if (this.deferred.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
+  }
+
+  /** Writes every entry still kept back (before the sink closes). */
+  flush(): void {
+    this.sweep(true);
   }
 
   private withOutcome(session: SessionInfo, decision: Decision, seq: number): Decision {
@@ -124,10 +181,7 @@ export class AuditingJudge implements RequestJudge {
       type: 'statement.executed',
       session: this.ref(session),
       decisionSeq,
-      durationMs: o.durationMs,
-      rowsReturned: o.rowsReturned,
-      rowsAffected: o.rowsAffected,
-      ...(o.sqlstate ? { sqlstate: o.sqlstate } : {}),
+      ...outcomeOf(o),
     });
   }
 
@@ -187,6 +241,15 @@ export class AuditingJudge implements RequestJudge {
     }
     return refs;
   }
+}
+
+function outcomeOf(o: RequestOutcome): RequestOutcome {
+  return {
+    durationMs: o.durationMs,
+    rowsReturned: o.rowsReturned,
+    rowsAffected: o.rowsAffected,
+    ...(o.sqlstate ? { sqlstate: o.sqlstate } : {}),
+  };
 }
 
 export function sessionRef(session: SessionInfo): SessionRef {

@@ -113,6 +113,7 @@ export async function withAudit(config: Config, inner: RequestJudge, rules: Rule
     judge,
     sink,
     close: async () => {
+      judge.flush();
       await sink.close();
       redis?.disconnect();
     },

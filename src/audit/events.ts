@@ -42,6 +42,16 @@ const requestRef = {
   rulesVersion: z.string().optional(),
 };
 
+const outcome = z
+  .object({
+    durationMs: z.number(),
+    rowsReturned: z.number().int(),
+    rowsAffected: z.number().int(),
+    /** SQLSTATE of the first error the server reported, when the request failed. */
+    sqlstate: z.string().optional(),
+  })
+  .strict();
+
 const base = {
   v: z.literal(AUDIT_SCHEMA_VERSION),
   /** ISO 8601 time the event was recorded. */
@@ -70,7 +80,18 @@ export const auditEventSchema = z.discriminatedUnion('type', [
   z
     .object({ ...base, type: z.literal('connection.refused'), session: sessionRef, reason: z.string() })
     .strict(),
-  z.object({ ...base, type: z.literal('statement.allowed'), ...requestRef }).strict(),
+  z
+    .object({
+      ...base,
+      type: z.literal('statement.allowed'),
+      ...requestRef,
+      /**
+       * How it ran, when it finished within the outcome window (then this one entry records both
+       * the decision and the outcome; otherwise a statement.executed entry follows).
+       */
+      outcome: outcome.optional(),
+    })
+    .strict(),
   z
     .object({
       ...base,

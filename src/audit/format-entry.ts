@@ -34,10 +34,16 @@ function who(e: Entry): string {
   return `${s.user}@${s.database}${s.application ? ` (${s.application})` : ''} from ${s.client} #${s.id}`;
 }
 
+/** Outcome fields live in the entry itself (statement.executed) or in its `outcome` (statement.allowed). */
+function field(e: Entry, key: string): unknown {
+  const outcome = e.outcome as Record<string, unknown> | undefined;
+  return e[key] ?? outcome?.[key];
+}
+
 function details(e: Entry): string {
   const parts: string[] = [];
   const add = (label: string, key: string) => {
-    const v = e[key];
+    const v = field(e, key);
     if (v !== undefined && v !== '' && !(Array.isArray(v) && v.length === 0)) parts.push(`${label}=${Array.isArray(v) ? v.join(',') : String(v)}`);
   };
   add('rule', 'rule');
@@ -98,7 +104,7 @@ export function csvRow(rec: StoredRecord): string {
     client: s?.client,
     session: s?.id,
     rule: e.rule,
-    sqlstate: e.sqlstate,
+    sqlstate: field(e, 'sqlstate'),
     tables: e.tables,
     statements: typeof e.statements === 'number' ? e.statements : statementList(e).map((x) => x.text),
     fingerprints: Array.isArray(e.statements) ? e.statements.map((x) => x.fingerprint) : e.fingerprint,
@@ -106,9 +112,9 @@ export function csvRow(rec: StoredRecord): string {
     reason: e.reason,
     approval_id: e.approvalId,
     wait_ms: e.waitMs,
-    rows_returned: e.rowsReturned,
-    rows_affected: e.rowsAffected,
-    duration_ms: e.durationMs,
+    rows_returned: field(e, 'rowsReturned'),
+    rows_affected: field(e, 'rowsAffected'),
+    duration_ms: field(e, 'durationMs'),
     rules_version: e.rulesVersion ?? e.version,
     hash: e.hmac,
   };

@@ -169,15 +169,17 @@ describe('audit log in a Redis stream', () => {
     expect(allowed[0]!.statements[0].fingerprint).not.toBe(allowed[1]!.statements[0].fingerprint);
     expect(allowed[1]!.rulesVersion).toMatch(/^[0-9a-f]+$/);
 
+    // Each outcome is in the decision's own entry (it finished within the window) or in a
+    // statement.executed entry that follows it.
     const executed = mine.filter((e) => e.type === 'statement.executed');
     const bySeq = new Map(executed.map((e) => [e.decisionSeq, e]));
-    expect(bySeq.get(allowed[0]!.seq)).toMatchObject({ rowsReturned: 1, rowsAffected: 0 });
-    expect(bySeq.get(allowed[1]!.seq)).toMatchObject({ rowsReturned: 0, rowsAffected: 1 });
-    expect(bySeq.get(allowed[2]!.seq)).toMatchObject({ rowsAffected: 1 });
-    expect(bySeq.get(allowed[3]!.seq)).toMatchObject({ rowsReturned: 1 });
-    expect(bySeq.get(allowed[4]!.seq)).toMatchObject({ sqlstate: '22012' });
-    for (const e of executed) expect(e.durationMs).toBeGreaterThanOrEqual(0);
-    // The decision is in the log before the statement ran: its execution comes later in the chain.
+    const outcome = (e: Entry) => e.outcome ?? bySeq.get(e.seq);
+    expect(outcome(allowed[0]!)).toMatchObject({ rowsReturned: 1, rowsAffected: 0 });
+    expect(outcome(allowed[1]!)).toMatchObject({ rowsReturned: 0, rowsAffected: 1 });
+    expect(outcome(allowed[2]!)).toMatchObject({ rowsAffected: 1 });
+    expect(outcome(allowed[3]!)).toMatchObject({ rowsReturned: 1 });
+    expect(outcome(allowed[4]!)).toMatchObject({ sqlstate: '22012' });
+    for (const a of allowed) expect(outcome(a).durationMs).toBeGreaterThanOrEqual(0);
     for (const e of executed) expect(e.seq).toBeGreaterThan(e.decisionSeq);
 
     const denied = mine.filter((e) => e.type === 'statement.denied');
@@ -376,7 +378,8 @@ describe('a Redis outage', () => {
       expect(chain.map((e) => e.seq)).toEqual(chain.map((_, i) => i + 1));
       const statements = chain.filter((e) => e.type === 'statement.allowed').map((e) => e.statements[0].text);
       expect(statements).toEqual(Array.from({ length: 30 }, (_, i) => `SELECT $1 AS c${i}`));
-      expect(chain.filter((e) => e.type === 'statement.executed')).toHaveLength(30);
+      const outcomes = chain.filter((e) => e.type === 'statement.executed' || (e.type === 'statement.allowed' && e.outcome));
+      expect(outcomes).toHaveLength(30);
 
       const cfg = configFile(work, `redisUrl: ${redis.url}\naudit:\n  stream: "${stream}"\n  hmacKey: ${KEY}\n`);
       const cap = captureIo();

@@ -78,8 +78,8 @@ beforeAll(async () => {
   policyJudge = new PolicyJudge({ current: policy }, new Classifier());
 });
 
-function judgeWith(sink: FakeSink, wait: AuditWait = 'refusals'): AuditingJudge {
-  const j = new AuditingJudge(policyJudge, sink, new SqlNormalizer(), () => 'rules-v1', silentLogger, wait);
+function judgeWith(sink: FakeSink, wait: AuditWait = 'refusals', outcomeWindowMs = 0): AuditingJudge {
+  const j = new AuditingJudge(policyJudge, sink, new SqlNormalizer(), () => 'rules-v1', silentLogger, wait, outcomeWindowMs);
   j.opened(session);
   return j;
 }
@@ -104,6 +104,37 @@ describe('AuditingJudge', () => {
       rulesVersion: 'rules-v1',
     });
     expect(JSON.stringify(sink.events)).not.toContain('secret-value');
+  });
+
+  it('records a statement that finishes within the outcome window as one entry with its outcome', async () => {
+    const sink = new FakeSink();
+    const judge = judgeWith(sink, 'refusals', 1000);
+    const d = (await settle(judge.judge(query("UPDATE orders SET n = 'x'"), session, new AbortController().signal))) as Extract<Decision, { action: 'allow' }>;
+    expect(sink.events.map((e) => e.event.type)).toEqual(['connection.opened']); // kept back
+    d.onDone!({ durationMs: 1.25, rowsReturned: 0, rowsAffected: 3 });
+    expect(sink.events.map((e) => e.event.type)).toEqual(['connection.opened', 'statement.allowed']);
+    expect(sink.events[1]!.event).toMatchObject({
+      statements: [{ text: 'UPDATE orders SET n = $1' }],
+      outcome: { durationMs: 1.25, rowsReturned: 0, rowsAffected: 3 },
+    });
+  });
+
+  it('writes a kept-back decision when the window passes, or when flushed, and records the outcome separately', async () => {
+    const sink = new FakeSink();
+    const judge = judgeWith(sink, 'refusals', 20);
+    const slow = (await settle(judge.judge(query('SELECT pg_sleep(1)'), session, new AbortController().signal))) as Extract<Decision, { action: 'allow' }>;
+    await new Promise((r) => setTimeout(r, 80));
+    expect(sink.events.map((e) => e.event.type)).toEqual(['connection.opened', 'statement.allowed']);
+    expect(sink.events[1]!.event).not.toHaveProperty('outcome');
+    slow.onDone!({ durationMs: 1000, rowsReturned: 1, rowsAffected: 0 });
+    expect(sink.events[2]!.event).toMatchObject({ type: 'statement.executed', decisionSeq: 2, rowsReturned: 1 });
+
+    const held = judgeWith(sink, 'refusals', 60_000);
+    await settle(held.judge(query('SELECT 2'), session, new AbortController().signal));
+    const before = sink.events.length;
+    held.flush();
+    expect(sink.events.length).toBe(before + 1);
+    expect(sink.events.at(-1)!.event).toMatchObject({ type: 'statement.allowed', statements: [{ text: 'SELECT $1' }] });
   });
 
   it('records the outcome after the statement ran, linked to its decision', async () => {
