@@ -1,4 +1,5 @@
 import { readdirSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../logger.js';
 import { seal, type ChainHead, type Sealed } from './chain.js';
@@ -231,7 +232,7 @@ export class ChainSink implements AuditSink {
         }
         if (this.journal && file === this.journal.file) await this.journal.clear();
         else {
-          await (await Journal.open(file)).remove();
+          await unlink(file);
           this.leftovers = this.leftovers.filter((f) => f !== file);
         }
         this.opts.log.info({ event: 'audit-replayed', chain, entries: lines.length }, 'spooled audit entries replayed into Redis');

@@ -1,5 +1,5 @@
 import { mkdirSync, readdirSync } from 'node:fs';
-import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
 /**
@@ -71,10 +71,6 @@ export class Journal {
     await this.handle.close();
   }
 
-  async remove(): Promise<void> {
-    await this.handle.close();
-    await unlink(this.file);
-  }
 }
 
 /** Complete lines of a journal file (a torn last line is skipped). */
