@@ -1,0 +1,251 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { SessionRef, StatementRef } from '../audit/events.js';
+
+/**
+ * Approval requests and grants shared by every pgwarden instance through Redis (DESIGN.md
+ * "Approvals: one request, explicit states"):
+ *
+ *   pending → approved → executing → done
+ *   pending → denied | expired | withdrawn
+ *
+ * Every transition is one Lua script that checks the current state, so two reviewers (or a
+ * reviewer and the expiry) racing on one request cannot both win, and `executing` is claimed
+ * exactly once: an approval never runs twice. Each change is published on `<prefix>:events`,
+ * which the holding instance and every reviewer page listen to.
+ *
+ * Records hold what a reviewer needs to decide and nothing that leaks: normalized statements
+ * (no literals, no parameters), tables, identity, rule and reason.
+ */
+export type ApprovalState = 'pending' | 'approved' | 'executing' | 'done' | 'denied' | 'expired' | 'withdrawn';
+
+export interface ApprovalRequest {
+  id: string;
+  state: ApprovalState;
+  /** Milliseconds since the epoch. */
+  createdAt: number;
+  expiresAt: number;
+  /** The instance holding the connection. */
+  instance: string;
+  session: SessionRef;
+  statements: StatementRef[];
+  kinds: string[];
+  tables: string[];
+  rule: string;
+  /** Why the rule held it (the rule's description). */
+  reason: string;
+  /** Planner estimate of rows, for reads and exports. */
+  estimatedRows?: number;
+  /** The session was inside a transaction block since this time (locks are held meanwhile). */
+  inTransactionSince?: number;
+  /** Distinct approvals needed. */
+  required: number;
+  approvals: { reviewer: string; at: number; reason?: string }[];
+  verdict?: { by: string; at: number; reason?: string; grantMinutes?: number };
+}
+
+export interface ApprovalEvent {
+  id: string;
+  state: ApprovalState;
+}
+
+export class ApprovalConflict extends Error {
+  override readonly name = 'ApprovalConflict';
+  constructor(
+    readonly id: string,
+    readonly state: ApprovalState | null,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * ARGV: id, allowed-from states (comma list), new state, JSON patch merged into the record,
+ * now. Returns the updated record JSON, or an error reply "STATE <current>" / "MISSING".
+ */
+const TRANSITION = `
+local key = KEYS[1]
+local raw = redis.call('GET', key)
+if not raw then return redis.error_reply('MISSING') end
+local rec = cjson.decode(raw)
+local allowed = false
+for s in string.gmatch(ARGV[2], '[^,]+') do if rec.state == s then allowed = true end end
+if not allowed then return redis.error_reply('STATE ' .. rec.state) end
+local patch = cjson.decode(ARGV[4])
+for k, v in pairs(patch) do rec[k] = v end
+rec.state = ARGV[3]
+local out = cjson.encode(rec)
+redis.call('SET', key, out, 'KEEPTTL')
+if rec.state ~= 'pending' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+redis.call('PUBLISH', KEYS[3], cjson.encode({ id = ARGV[1], state = rec.state }))
+return out
+`;
+
+/**
+ * One reviewer's approval. ARGV: id, reviewer, reason, now. The same reviewer counts once;
+ * the request becomes approved when `required` distinct reviewers approved.
+ */
+const APPROVE = `
+local key = KEYS[1]
+local raw = redis.call('GET', key)
+if not raw then return redis.error_reply('MISSING') end
+local rec = cjson.decode(raw)
+if rec.state ~= 'pending' then return redis.error_reply('STATE ' .. rec.state) end
+if tonumber(ARGV[4]) >= rec.expiresAt then return redis.error_reply('STATE expired') end
+for _, a in ipairs(rec.approvals) do
+  if a.reviewer == ARGV[2] then return redis.error_reply('ALREADY') end
+end
+local entry = { reviewer = ARGV[2], at = tonumber(ARGV[4]) }
+if ARGV[3] ~= '' then entry.reason = ARGV[3] end
+table.insert(rec.approvals, entry)
+if #rec.approvals >= rec.required then
+  rec.state = 'approved'
+  rec.verdict = { by = ARGV[2], at = tonumber(ARGV[4]) }
+  if ARGV[3] ~= '' then rec.verdict.reason = ARGV[3] end
+  if ARGV[5] ~= '' then rec.verdict.grantMinutes = tonumber(ARGV[5]) end
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+local out = cjson.encode(rec)
+redis.call('SET', key, out, 'KEEPTTL')
+redis.call('PUBLISH', KEYS[3], cjson.encode({ id = ARGV[1], state = rec.state }))
+return out
+`;
+
+type ScriptFn = (k1: string, k2: string, k3: string, ...args: string[]) => Promise<string>;
+
+function conflictOf(id: string, err: unknown): Error {
+  // Redis prefixes a one-word error reply with "ERR ".
+  const msg = ((err as Error).message ?? '').replace(/^ERR /, '');
+  if (msg.startsWith('MISSING')) return new ApprovalConflict(id, null, `no approval request ${id}`);
+  if (msg.startsWith('ALREADY')) return new ApprovalConflict(id, 'pending', `request ${id} already has this reviewer's approval`);
+  const m = /^STATE (\w+)/.exec(msg);
+  if (m) return new ApprovalConflict(id, m[1] as ApprovalState, `request ${id} is ${m[1]}`);
+  return err as Error;
+}
+
+/** cjson encodes an empty Lua table as {}: give arrays back their shape. */
+function parse(raw: string): ApprovalRequest {
+  const r = JSON.parse(raw) as ApprovalRequest;
+  for (const k of ['statements', 'kinds', 'tables', 'approvals'] as const) if (!Array.isArray(r[k])) (r as unknown as Record<string, unknown>)[k] = [];
+  return r;
+}
+
+export class ApprovalStore {
+  private readonly pendingKey: string;
+  private readonly channel: string;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix = 'pgwarden:approvals',
+    /** Finished records are kept this long for "recent decisions" and audits. */
+    private readonly keepMs = 24 * 3_600_000,
+  ) {
+    this.pendingKey = `${prefix}:pending`;
+    this.channel = `${prefix}:events`;
+    const r = redis as unknown as Record<string, unknown>;
+    if (!r.pgwardenTransition) redis.defineCommand('pgwardenTransition', { numberOfKeys: 3, lua: TRANSITION });
+    if (!r.pgwardenApprove) redis.defineCommand('pgwardenApprove', { numberOfKeys: 3, lua: APPROVE });
+  }
+
+  get eventsChannel(): string {
+    return this.channel;
+  }
+
+  private key(id: string): string {
+    return `${this.prefix}:req:${id}`;
+  }
+
+  private script(name: 'pgwardenTransition' | 'pgwardenApprove'): ScriptFn {
+    const fn = (this.redis as unknown as Record<string, ScriptFn>)[name]!;
+    return fn.bind(this.redis);
+  }
+
+  /** Stores a new pending request and announces it. */
+  async create(fields: Omit<ApprovalRequest, 'id' | 'state' | 'approvals' | 'createdAt'> & { createdAt?: number }): Promise<ApprovalRequest> {
+    const rec: ApprovalRequest = { ...fields, id: randomBytes(8).toString('hex'), state: 'pending', createdAt: fields.createdAt ?? Date.now(), approvals: [] };
+    const ttl = Math.max(1, rec.expiresAt - Date.now()) + this.keepMs;
+    await this.redis
+      .multi()
+      .set(this.key(rec.id), JSON.stringify(rec), 'PX', ttl)
+      .zadd(this.pendingKey, rec.expiresAt, rec.id)
+      .publish(this.channel, JSON.stringify({ id: rec.id, state: 'pending' } satisfies ApprovalEvent))
+      .exec();
+    return rec;
+  }
+
+  async get(id: string): Promise<ApprovalRequest | null> {
+    const raw = await this.redis.get(this.key(id));
+    return raw ? parse(raw) : null;
+  }
+
+  /** Pending requests, oldest expiry first. */
+  async pending(): Promise<ApprovalRequest[]> {
+    const ids = await this.redis.zrange(this.pendingKey, '0', '-1');
+    if (ids.length === 0) return [];
+    const raws = await this.redis.mget(ids.map((id) => this.key(id)));
+    return raws.filter((r): r is string => r !== null).map(parse).filter((r) => r.state === 'pending');
+  }
+
+  private async transition(id: string, from: ApprovalState[], to: ApprovalState, patch: Partial<ApprovalRequest> = {}): Promise<ApprovalRequest> {
+    try {
+      return parse(await this.script('pgwardenTransition')(this.key(id), this.pendingKey, this.channel, id, from.join(','), to, JSON.stringify(patch), String(Date.now())));
+    } catch (err) {
+      throw conflictOf(id, err);
+    }
+  }
+
+  /** One reviewer approves; the request is approved once enough distinct reviewers did. */
+  async approve(id: string, reviewer: string, reason?: string, grantMinutes?: number): Promise<ApprovalRequest> {
+    try {
+      return parse(
+        await this.script('pgwardenApprove')(this.key(id), this.pendingKey, this.channel, id, reviewer, reason ?? '', String(Date.now()), grantMinutes ? String(grantMinutes) : ''),
+      );
+    } catch (err) {
+      throw conflictOf(id, err);
+    }
+  }
+
+  deny(id: string, reviewer: string, reason: string): Promise<ApprovalRequest> {
+    return this.transition(id, ['pending'], 'denied', { verdict: { by: reviewer, at: Date.now(), reason } });
+  }
+
+  /** The deadline passed without a verdict. */
+  expire(id: string): Promise<ApprovalRequest> {
+    return this.transition(id, ['pending'], 'expired');
+  }
+
+  /** The agent cancelled or disconnected. */
+  withdraw(id: string): Promise<ApprovalRequest> {
+    return this.transition(id, ['pending', 'approved'], 'withdrawn');
+  }
+
+  /** The holding instance takes an approved request to run it: succeeds exactly once. */
+  claim(id: string): Promise<ApprovalRequest> {
+    return this.transition(id, ['approved'], 'executing');
+  }
+
+  finish(id: string): Promise<ApprovalRequest> {
+    return this.transition(id, ['executing'], 'done');
+  }
+
+  // ---- grants: the same statement for the same agent and database, for N minutes ----
+
+  private grantKey(user: string, database: string, fingerprint: string): string {
+    return `${this.prefix}:grant:${encodeURIComponent(user)}:${encodeURIComponent(database)}:${fingerprint}`;
+  }
+
+  /** Records a time-boxed grant; it expires by itself (Redis key TTL). */
+  async grant(user: string, database: string, fingerprint: string, minutes: number, by: string): Promise<{ id: string; expiresAt: number }> {
+    const id = randomBytes(6).toString('hex');
+    const expiresAt = Date.now() + minutes * 60_000;
+    await this.redis.set(this.grantKey(user, database, fingerprint), JSON.stringify({ id, by, expiresAt }), 'PX', minutes * 60_000);
+    return { id, expiresAt };
+  }
+
+  /** A live grant for exactly this agent, database and statement, if any. */
+  async findGrant(user: string, database: string, fingerprint: string): Promise<{ id: string; by: string; expiresAt: number } | null> {
+    const raw = await this.redis.get(this.grantKey(user, database, fingerprint));
+    return raw ? (JSON.parse(raw) as { id: string; by: string; expiresAt: number }) : null;
+  }
+}

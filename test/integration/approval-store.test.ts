@@ -1,0 +1,114 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApprovalConflict, ApprovalStore, type ApprovalRequest } from '../../src/approval/approval-store.js';
+import { startTestRedis, type TestRedis } from '../helpers/redis-server.js';
+
+/**
+ * The shared approval state machine against a real Redis: one winner per race, an approval
+ * runs exactly once, N distinct approvers, grants that expire by themselves, and a change
+ * notification for every transition.
+ */
+let server: TestRedis;
+let redis: Redis;
+let store: ApprovalStore;
+
+const held = (over: Partial<ApprovalRequest> = {}) => ({
+  expiresAt: Date.now() + 60_000,
+  instance: 'proxy-a/w0',
+  session: { id: 1, user: 'agent', database: 'shop', application: 'bot', client: '10.0.0.1:5000' },
+  statements: [{ text: 'DROP TABLE orders', fingerprint: '0123456789abcdef' }],
+  kinds: ['ddl'],
+  tables: ['orders'],
+  rule: 'schema-changes',
+  reason: 'DDL changes the schema',
+  required: 1,
+  ...over,
+});
+
+beforeAll(async () => {
+  server = await startTestRedis();
+  redis = new Redis(server.url);
+  store = new ApprovalStore(redis, `pgw-test:approvals:${randomBytes(4).toString('hex')}`);
+});
+
+afterAll(async () => {
+  redis?.disconnect();
+  await server?.stop();
+});
+
+describe('ApprovalStore', () => {
+  it('creates a pending request that every instance can list and read', async () => {
+    const r = await store.create(held());
+    expect(r).toMatchObject({ state: 'pending', approvals: [], rule: 'schema-changes' });
+    expect(r.id).toMatch(/^[0-9a-f]{16}$/);
+    expect((await store.pending()).map((p) => p.id)).toContain(r.id);
+    const other = new ApprovalStore(new Redis(server.url), (store as unknown as { prefix: string }).prefix);
+    expect(await other.get(r.id)).toEqual(r);
+  });
+
+  it('approve → claim → finish runs exactly once; a second claim fails', async () => {
+    const r = await store.create(held());
+    const approved = await store.approve(r.id, 'alice', 'looks fine');
+    expect(approved).toMatchObject({ state: 'approved', verdict: { by: 'alice', reason: 'looks fine' } });
+    expect((await store.pending()).map((p) => p.id)).not.toContain(r.id);
+    const [a, b] = await Promise.allSettled([store.claim(r.id), store.claim(r.id)]);
+    expect([a.status, b.status].sort()).toEqual(['fulfilled', 'rejected']);
+    const loser = (a.status === 'rejected' ? a.reason : (b as PromiseRejectedResult).reason) as ApprovalConflict;
+    expect(loser).toBeInstanceOf(ApprovalConflict);
+    expect(loser.state).toBe('executing');
+    expect((await store.finish(r.id)).state).toBe('done');
+  });
+
+  it('lets only one verdict win when a deny and an approve race', async () => {
+    const r = await store.create(held());
+    const results = await Promise.allSettled([store.approve(r.id, 'alice'), store.deny(r.id, 'bob', 'not during business hours')]);
+    expect(results.filter((x) => x.status === 'fulfilled')).toHaveLength(1);
+    const final = (await store.get(r.id))!;
+    expect(['approved', 'denied']).toContain(final.state);
+  });
+
+  it('needs N distinct approvers; the same reviewer twice counts once', async () => {
+    const r = await store.create(held({ required: 2 }));
+    expect((await store.approve(r.id, 'alice')).state).toBe('pending');
+    await expect(store.approve(r.id, 'alice')).rejects.toThrow(/already has this reviewer's approval/);
+    const done = await store.approve(r.id, 'carol');
+    expect(done.state).toBe('approved');
+    expect(done.approvals.map((a) => a.reviewer)).toEqual(['alice', 'carol']);
+  });
+
+  it('refuses verdicts on expired, withdrawn or unknown requests', async () => {
+    const late = await store.create(held({ expiresAt: Date.now() - 1 }));
+    await expect(store.approve(late.id, 'alice')).rejects.toMatchObject({ state: 'expired' });
+    expect((await store.expire(late.id)).state).toBe('expired');
+    const gone = await store.create(held());
+    expect((await store.withdraw(gone.id)).state).toBe('withdrawn');
+    await expect(store.deny(gone.id, 'bob', 'x')).rejects.toMatchObject({ state: 'withdrawn' });
+    await expect(store.approve('ffffffffffffffff', 'alice')).rejects.toThrow(/no approval request/);
+  });
+
+  it('announces every transition on the events channel', async () => {
+    const sub = new Redis(server.url);
+    const seen: { id: string; state: string }[] = [];
+    await sub.subscribe(store.eventsChannel);
+    sub.on('message', (_c, m) => seen.push(JSON.parse(m)));
+    const r = await store.create(held());
+    await store.approve(r.id, 'alice');
+    await store.claim(r.id);
+    await store.finish(r.id);
+    const deadline = Date.now() + 2000;
+    while (seen.filter((e) => e.id === r.id).length < 4 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+    expect(seen.filter((e) => e.id === r.id).map((e) => e.state)).toEqual(['pending', 'approved', 'executing', 'done']);
+    sub.disconnect();
+  });
+
+  it('keeps a grant for exactly one agent, database and statement, until it expires by itself', async () => {
+    const g = await store.grant('agent', 'shop', 'fp1', 0.002, 'alice'); // 120 ms
+    expect(await store.findGrant('agent', 'shop', 'fp1')).toMatchObject({ id: g.id, by: 'alice' });
+    expect(await store.findGrant('other', 'shop', 'fp1')).toBeNull();
+    expect(await store.findGrant('agent', 'prod', 'fp1')).toBeNull();
+    expect(await store.findGrant('agent', 'shop', 'fp2')).toBeNull();
+    await new Promise((r) => setTimeout(r, 250));
+    expect(await store.findGrant('agent', 'shop', 'fp1')).toBeNull();
+  });
+});
