@@ -1,10 +1,9 @@
-import { readdirSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../logger.js';
 import { seal, type ChainHead, type Sealed } from './chain.js';
 import { AUDIT_SCHEMA_VERSION, type AuditEvent, type AuditEventInput } from './events.js';
-import { chainFileName, chainOfFileName, Journal, readLines } from './journal.js';
+import { chainFileName, chainOfFileName, Journal, journalFiles, readLines } from './journal.js';
 import type { AppendItem, RedisAuditLog } from './redis-log.js';
 
 /**
@@ -291,12 +290,5 @@ function spoolPath(journalDir: string, chain: string): string {
 function spoolFiles(journalDir: string, chain: string): string[] {
   const writer = chain.slice(0, chain.lastIndexOf('@') + 1);
   if (!writer) return [];
-  try {
-    return readdirSync(spoolDir(journalDir))
-      .filter((f) => f.endsWith('.jsonl') && chainOfFileName(f).startsWith(writer))
-      .sort()
-      .map((f) => path.join(spoolDir(journalDir), f));
-  } catch {
-    return [];
-  }
+  return journalFiles(spoolDir(journalDir)).filter((f) => chainOfFileName(path.basename(f)).startsWith(writer));
 }

@@ -1,4 +1,4 @@
-import { readdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { ChainHead, StoredRecord } from './chain.js';
@@ -98,13 +98,7 @@ export class JournalSource implements AuditSource {
     for (const file of journalFiles(this.dir)) offsets.set(file, statSync(file).size);
     while (!signal.aborted) {
       await new Promise((r) => setTimeout(r, 300));
-      let files: string[];
-      try {
-        files = readdirSync(this.dir).filter((f) => f.endsWith('.jsonl')).map((f) => path.join(this.dir, f));
-      } catch {
-        continue;
-      }
-      for (const file of files) {
+      for (const file of journalFiles(this.dir)) {
         const from = offsets.get(file) ?? 0;
         const size = statSync(file).size;
         if (size <= from) continue;

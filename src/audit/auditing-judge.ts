@@ -2,6 +2,7 @@ import type { Logger } from '../logger.js';
 import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
 import type { Decision, JudgedAbout, RequestJudge, RequestOutcome, SessionEnd } from '../session/decision.js';
+import { EarlierRefs } from '../session/earlier-refs.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import type { AuditSink } from './audit-sink.js';
@@ -207,36 +208,20 @@ export class AuditingJudge implements RequestJudge {
   private statements(request: Request, session: SessionInfo): StatementRef[] {
     const texts = new Set<string>();
     const refs: StatementRef[] = [];
-    const parsedHere = new Set<string>();
-    const boundHere = new Set<string>();
     const add = (sql: string) => {
       if (texts.has(sql)) return;
       texts.add(sql);
       refs.push(this.normalizer.normalize(sql));
     };
+    const earlierRefs = new EarlierRefs();
     for (const { msg } of request.messages) {
-      switch (msg.type) {
-        case 'Query':
-          add(msg.sql);
-          break;
-        case 'Parse':
-          add(msg.sql);
-          parsedHere.add(msg.statement);
-          break;
-        case 'Bind':
-          if (!parsedHere.has(msg.statement)) for (const sql of session.statementCandidates(msg.statement)) add(sql);
-          boundHere.add(msg.portal);
-          break;
-        case 'Execute':
-          if (!boundHere.has(msg.portal)) {
-            for (const name of session.portalCandidates(msg.portal)) for (const sql of session.statementCandidates(name)) add(sql);
-          }
-          break;
-        case 'FunctionCall':
-          refs.push({ text: `<fast-path FunctionCall of function oid ${msg.functionOid}>`, fingerprint: 'function-call' });
-          break;
-        default:
-          break;
+      const earlier = earlierRefs.of(msg);
+      if (msg.type === 'Query' || msg.type === 'Parse') add(msg.sql);
+      else if (earlier?.kind === 'statement') for (const sql of session.statementCandidates(earlier.name)) add(sql);
+      else if (earlier?.kind === 'portal') {
+        for (const name of session.portalCandidates(earlier.name)) for (const sql of session.statementCandidates(name)) add(sql);
+      } else if (msg.type === 'FunctionCall') {
+        refs.push({ text: `<fast-path FunctionCall of function oid ${msg.functionOid}>`, fingerprint: 'function-call' });
       }
     }
     return refs;

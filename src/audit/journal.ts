@@ -22,13 +22,12 @@ export class Journal {
   private constructor(
     readonly file: string,
     private handle: FileHandle,
-    private size: number,
   ) {}
 
   static async open(file: string): Promise<Journal> {
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     const handle = await open(file, 'a+', 0o600);
-    let size = (await handle.stat()).size;
+    const size = (await handle.stat()).size;
     if (size > 0) {
       // Drop a torn last line (written, never fsync'd, so never acknowledged).
       const end = Buffer.alloc(Math.min(size, 64 * 1024));
@@ -37,21 +36,15 @@ export class Journal {
         const whole = await readFile(file);
         const keep = whole.lastIndexOf(0x0a) + 1;
         await handle.truncate(keep);
-        size = keep;
       }
     }
-    return new Journal(file, handle, size);
-  }
-
-  get bytes(): number {
-    return this.size;
+    return new Journal(file, handle);
   }
 
   /** Appends the lines and waits until they are on disk. */
   async append(lines: readonly string[]): Promise<void> {
     const buf = Buffer.from(lines.join('\n') + '\n');
     await this.handle.write(buf, 0, buf.length, null);
-    this.size += buf.length;
     await this.handle.datasync();
   }
 
@@ -64,7 +57,6 @@ export class Journal {
   async clear(): Promise<void> {
     await this.handle.truncate(0);
     await this.handle.datasync();
-    this.size = 0;
   }
 
   async close(): Promise<void> {
@@ -89,7 +81,9 @@ export function journalFiles(dir: string): string[] {
       .sort()
       .map((f) => path.join(dir, f));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    // No such directory (yet), or the path is not one: there are no journal files there.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
     throw err;
   }
 }

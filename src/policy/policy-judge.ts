@@ -3,6 +3,7 @@ import type { SettingChange, StatementInfo } from '../classify/statement-info.js
 import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
 import { type Decision, type RequestJudge, type RowCap } from '../session/decision.js';
+import { EarlierRefs } from '../session/earlier-refs.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import { evaluateStatement, sensitiveRelations, stricter, type EvalContext, type Verdict } from './evaluate.js';
@@ -142,37 +143,29 @@ export class PolicyJudge implements RequestJudge {
     if (request.kind === 'function-call') {
       return this.toDecision({ action: policy.fastpath, rule: 'fastpath', reason: 'fast-path FunctionCall message: a function called by OID, without SQL text' });
     }
-    const parsedHere = new Set<string>();
-    const boundHere = new Set<string>();
+    const refs = new EarlierRefs();
     let capKey: string | null = null;
     for (const { msg } of request.messages) {
+      const earlier = refs.of(msg);
       let j: SqlJudgement | null = null;
-      if (msg.type === 'Execute' && !boundHere.has(msg.portal)) {
+      if (msg.type === 'Execute') capKey = `portal:${msg.portal}`;
+      if (earlier?.kind === 'portal') {
         // Execute of a portal bound by an earlier request (fetching in chunks with a row
         // limit): judge what the portal runs again, and keep counting its rows against the cap.
-        const texts = session.portalCandidates(msg.portal).flatMap((name) => this.statementTexts(session, state, name));
+        const texts = session.portalCandidates(earlier.name).flatMap((name) => this.statementTexts(session, state, name));
         j = texts.length > 0
           ? this.judgeAll(policy, texts, state, ctx)
-          : this.judgeStatements(policy, [unanalysable('Execute', `Execute of unknown portal "${msg.portal}"`)], state, ctx);
-        capKey = `portal:${msg.portal}`;
-      } else if (msg.type === 'Execute') {
-        capKey = `portal:${msg.portal}`;
-      }
-      if (msg.type === 'Query') {
-        j = this.judgeSql(policy, msg.sql, msg.utf8, state, ctx);
-      } else if (msg.type === 'Parse') {
-        j = this.judgeSql(policy, msg.sql, msg.utf8, state, ctx);
-        parsedHere.add(msg.statement);
-      } else if (msg.type === 'Bind' && !parsedHere.has(msg.statement)) {
+          : this.judgeStatements(policy, [unanalysable('Execute', `Execute of unknown portal "${earlier.name}"`)], state, ctx);
+      } else if (earlier?.kind === 'statement') {
         // A statement prepared by an earlier request: judge it again now (rules or the
         // transaction state may have changed since it was parsed).
-        const texts = this.statementTexts(session, state, msg.statement);
+        const texts = this.statementTexts(session, state, earlier.name);
         j = texts.length > 0
           ? this.judgeAll(policy, texts, state, ctx)
-          : this.judgeStatements(policy, [unanalysable('Bind', `Bind of unknown prepared statement "${msg.statement}"`)], state, ctx);
-        parsedHere.add(msg.statement);
+          : this.judgeStatements(policy, [unanalysable('Bind', `Bind of unknown prepared statement "${earlier.name}"`)], state, ctx);
+      } else if (msg.type === 'Query' || msg.type === 'Parse') {
+        j = this.judgeSql(policy, msg.sql, msg.utf8, state, ctx);
       }
-      if (msg.type === 'Bind') boundHere.add(msg.portal);
       if (!j) continue;
       if (!j.ok) return { action: 'deny', rule: j.verdict.rule, error: j.error };
       // A SET search_path in this batch applies to the messages after it.

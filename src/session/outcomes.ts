@@ -1,4 +1,5 @@
 import type { RequestOutcome } from './decision.js';
+import { ReadyWindows } from './ready-windows.js';
 
 /**
  * Collects how forwarded requests ended (pure bookkeeping; the session feeds it server messages).
@@ -20,19 +21,18 @@ interface Watched {
 const AFFECTING = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
 
 export class Outcomes {
-  private watched: Watched[] = [];
+  private readonly watched = new ReadyWindows<Watched>();
 
   get idle(): boolean {
-    return this.watched.length === 0;
+    return this.watched.idle;
   }
 
   watch(done: (o: RequestOutcome) => void, from: number, to: number): void {
-    this.watched.push({ from, to, started: performance.now(), done, rowsReturned: 0, rowsAffected: 0, copyOut: false });
+    this.watched.add({ from, to, started: performance.now(), done, rowsReturned: 0, rowsAffected: 0, copyOut: false });
   }
 
   private current(readySeen: number): Watched | undefined {
-    const w = this.watched[0];
-    return w && readySeen >= w.from && readySeen < w.to ? w : undefined;
+    return this.watched.current(readySeen);
   }
 
   onDataRow(readySeen: number): void {
@@ -68,23 +68,23 @@ export class Outcomes {
   }
 
   onReady(readySeen: number): void {
-    while (this.watched[0] && readySeen >= this.watched[0].to) this.finish(this.watched.shift()!);
+    this.watched.finish(readySeen, report);
   }
 
   /** The connection ended: whatever was still running ended with it. */
   abandon(sqlstate: string): void {
-    for (const w of this.watched.splice(0)) {
+    this.watched.drain((w) => {
       w.sqlstate ??= sqlstate;
-      this.finish(w);
-    }
-  }
-
-  private finish(w: Watched): void {
-    w.done({
-      durationMs: Math.round((performance.now() - w.started) * 1000) / 1000,
-      rowsReturned: w.rowsReturned,
-      rowsAffected: w.rowsAffected,
-      ...(w.sqlstate !== undefined ? { sqlstate: w.sqlstate } : {}),
+      report(w);
     });
   }
+}
+
+function report(w: Watched): void {
+  w.done({
+    durationMs: Math.round((performance.now() - w.started) * 1000) / 1000,
+    rowsReturned: w.rowsReturned,
+    rowsAffected: w.rowsAffected,
+    ...(w.sqlstate !== undefined ? { sqlstate: w.sqlstate } : {}),
+  });
 }

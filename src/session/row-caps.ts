@@ -1,6 +1,7 @@
 import { encodeErrorResponse } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
 import type { RowCap } from './decision.js';
+import { ReadyWindows } from './ready-windows.js';
 
 /**
  * Enforces row caps on server output (pure bookkeeping; the session does the I/O).
@@ -23,14 +24,14 @@ interface ActiveCap {
 export type DataRowVerdict = 'forward' | 'drop' | 'exceeded';
 
 export class RowCaps {
-  private caps: ActiveCap[] = [];
+  private readonly caps = new ReadyWindows<ActiveCap>();
   private readonly counts = new Map<string, number>();
 
   /** A capped request was forwarded; its answer lies between ReadyForQuery `from` and `to`. */
   track(cap: RowCap, from: number, to: number): void {
     if (cap.key !== null && cap.fresh) this.counts.delete(cap.key);
     const count = cap.key !== null ? (this.counts.get(cap.key) ?? 0) : 0;
-    this.caps.push({ from, to, cap, count, exceeded: false, reported: false });
+    this.caps.add({ from, to, cap, count, exceeded: false, reported: false });
   }
 
   /** Binding a portal anew starts its count from zero. */
@@ -40,15 +41,16 @@ export class RowCaps {
 
   /** ReadyForQuery number `readySeen` arrived: finished caps hand their counts on. */
   onReady(readySeen: number): void {
-    while (this.caps[0] && readySeen >= this.caps[0].to) {
-      const done = this.caps.shift()!;
-      if (done.cap.key !== null) this.counts.set(done.cap.key, done.count);
-    }
+    this.caps.finish(readySeen, this.handOnCount);
   }
 
+  /** A finished cap leaves its count to the next request on the same portal or cursor. */
+  private readonly handOnCount = (done: ActiveCap): void => {
+    if (done.cap.key !== null) this.counts.set(done.cap.key, done.count);
+  };
+
   private current(readySeen: number): ActiveCap | undefined {
-    const c = this.caps[0];
-    return c && readySeen >= c.from && readySeen < c.to ? c : undefined;
+    return this.caps.current(readySeen);
   }
 
   /** A DataRow: forward it, drop it, or 'exceeded' (drop it; the cap was just passed). */
