@@ -38,8 +38,16 @@ export interface ApprovalRequest {
   estimatedRows?: number;
   /** The session was inside a transaction block since this time (locks are held meanwhile). */
   inTransactionSince?: number;
+  /** Fingerprint of the whole request (all its statements): what a grant is scoped to. */
+  fingerprint: string;
+  /** PII columns the statements touch (from the masking rules). */
+  piiColumns: string[];
   /** Distinct approvals needed. */
   required: number;
+  /** Reviewer groups allowed to decide; empty: any reviewer. */
+  reviewerGroups: string[];
+  /** A reviewer may approve with a time-boxed grant. */
+  grantable: boolean;
   approvals: { reviewer: string; at: number; reason?: string }[];
   verdict?: { by: string; at: number; reason?: string; grantMinutes?: number };
 }
@@ -77,7 +85,11 @@ for k, v in pairs(patch) do rec[k] = v end
 rec.state = ARGV[3]
 local out = cjson.encode(rec)
 redis.call('SET', key, out, 'KEEPTTL')
-if rec.state ~= 'pending' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+if rec.state ~= 'pending' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[2] .. ':user:' .. rec.session.user, ARGV[1])
+  redis.call('ZADD', KEYS[2] .. ':recent', tonumber(ARGV[5]), ARGV[1])
+end
 redis.call('PUBLISH', KEYS[3], cjson.encode({ id = ARGV[1], state = rec.state }))
 return out
 `;
@@ -105,12 +117,41 @@ if #rec.approvals >= rec.required then
   if ARGV[3] ~= '' then rec.verdict.reason = ARGV[3] end
   if ARGV[5] ~= '' then rec.verdict.grantMinutes = tonumber(ARGV[5]) end
   redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[2] .. ':user:' .. rec.session.user, ARGV[1])
+  redis.call('ZADD', KEYS[2] .. ':recent', tonumber(ARGV[4]), ARGV[1])
 end
 local out = cjson.encode(rec)
 redis.call('SET', key, out, 'KEEPTTL')
 redis.call('PUBLISH', KEYS[3], cjson.encode({ id = ARGV[1], state = rec.state }))
 return out
 `;
+
+/**
+ * A new pending request, unless its database user already has `cap` pending ones (approval
+ * spam, DESIGN.md "Security and operations notes"). KEYS: record, pending, channel.
+ * ARGV: id, record JSON, expiresAt, ttl ms, cap, now. Error reply "CAP <n>" past the cap.
+ */
+const CREATE = `
+local rec = cjson.decode(ARGV[2])
+local userKey = KEYS[2] .. ':user:' .. rec.session.user
+redis.call('ZREMRANGEBYSCORE', userKey, '-inf', ARGV[6])
+local n = redis.call('ZCARD', userKey)
+if n >= tonumber(ARGV[5]) then return redis.error_reply('CAP ' .. n) end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[1])
+redis.call('ZADD', userKey, tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', userKey, ARGV[4])
+redis.call('PUBLISH', KEYS[3], cjson.encode({ id = ARGV[1], state = 'pending' }))
+return 'OK'
+`;
+
+/** Too many pending requests for one database user. */
+export class ApprovalCapReached extends Error {
+  override readonly name = 'ApprovalCapReached';
+  constructor(readonly pending: number) {
+    super(`${pending} requests already pending`);
+  }
+}
 
 type ScriptFn = (k1: string, k2: string, k3: string, ...args: string[]) => Promise<string>;
 
@@ -127,7 +168,7 @@ function conflictOf(id: string, err: unknown): Error {
 /** cjson encodes an empty Lua table as {}: give arrays back their shape. */
 function parse(raw: string): ApprovalRequest {
   const r = JSON.parse(raw) as ApprovalRequest;
-  for (const k of ['statements', 'kinds', 'tables', 'approvals'] as const) if (!Array.isArray(r[k])) (r as unknown as Record<string, unknown>)[k] = [];
+  for (const k of ['statements', 'kinds', 'tables', 'approvals', 'piiColumns', 'reviewerGroups'] as const) if (!Array.isArray(r[k])) (r as unknown as Record<string, unknown>)[k] = [];
   return r;
 }
 
@@ -146,6 +187,7 @@ export class ApprovalStore {
     const r = redis as unknown as Record<string, unknown>;
     if (!r.pgwardenTransition) redis.defineCommand('pgwardenTransition', { numberOfKeys: 3, lua: TRANSITION });
     if (!r.pgwardenApprove) redis.defineCommand('pgwardenApprove', { numberOfKeys: 3, lua: APPROVE });
+    if (!r.pgwardenCreate) redis.defineCommand('pgwardenCreate', { numberOfKeys: 3, lua: CREATE });
   }
 
   get eventsChannel(): string {
@@ -156,21 +198,31 @@ export class ApprovalStore {
     return `${this.prefix}:req:${id}`;
   }
 
-  private script(name: 'pgwardenTransition' | 'pgwardenApprove'): ScriptFn {
+  private script(name: 'pgwardenTransition' | 'pgwardenApprove' | 'pgwardenCreate'): ScriptFn {
     const fn = (this.redis as unknown as Record<string, ScriptFn>)[name]!;
     return fn.bind(this.redis);
   }
 
-  /** Stores a new pending request and announces it. */
-  async create(fields: Omit<ApprovalRequest, 'id' | 'state' | 'approvals' | 'createdAt'> & { createdAt?: number }): Promise<ApprovalRequest> {
+  /**
+   * Stores a new pending request and announces it. Throws ApprovalCapReached when its database
+   * user already has `maxPendingPerUser` pending requests.
+   */
+  async create(
+    fields: Omit<ApprovalRequest, 'id' | 'state' | 'approvals' | 'createdAt'> & { createdAt?: number },
+    maxPendingPerUser = Number.MAX_SAFE_INTEGER,
+  ): Promise<ApprovalRequest> {
     const rec: ApprovalRequest = { ...fields, id: randomBytes(8).toString('hex'), state: 'pending', createdAt: fields.createdAt ?? Date.now(), approvals: [] };
     const ttl = Math.max(1, rec.expiresAt - Date.now()) + this.keepMs;
-    await this.redis
-      .multi()
-      .set(this.key(rec.id), JSON.stringify(rec), 'PX', ttl)
-      .zadd(this.pendingKey, rec.expiresAt, rec.id)
-      .publish(this.channel, JSON.stringify({ id: rec.id, state: 'pending' } satisfies ApprovalEvent))
-      .exec();
+    try {
+      await this.script('pgwardenCreate')(
+        this.key(rec.id), this.pendingKey, this.channel,
+        rec.id, JSON.stringify(rec), String(rec.expiresAt), String(ttl), String(maxPendingPerUser), String(Date.now()),
+      );
+    } catch (err) {
+      const m = /CAP (\d+)/.exec((err as Error).message ?? '');
+      if (m) throw new ApprovalCapReached(Number(m[1]));
+      throw err;
+    }
     return rec;
   }
 
@@ -179,12 +231,29 @@ export class ApprovalStore {
     return raw ? parse(raw) : null;
   }
 
-  /** Pending requests, oldest expiry first. */
-  async pending(): Promise<ApprovalRequest[]> {
-    const ids = await this.redis.zrange(this.pendingKey, '0', '-1');
+  /** Pending requests not past their deadline, oldest expiry first. */
+  async pending(now = Date.now()): Promise<ApprovalRequest[]> {
+    const ids = await this.redis.zrangebyscore(this.pendingKey, String(now), '+inf');
+    return this.load(ids, (r) => r.state === 'pending');
+  }
+
+  /** Pending requests whose deadline passed (their holder is gone or late): for the janitor. */
+  async overdue(now = Date.now()): Promise<string[]> {
+    return this.redis.zrangebyscore(this.pendingKey, '-inf', `(${now}`);
+  }
+
+  /** Decided, expired or withdrawn requests of the last `keepMs`, newest first. */
+  async recent(limit = 50): Promise<ApprovalRequest[]> {
+    const recentKey = `${this.pendingKey}:recent`;
+    await this.redis.zremrangebyscore(recentKey, '-inf', `(${Date.now() - this.keepMs}`);
+    const ids = await this.redis.zrevrange(recentKey, 0, limit - 1);
+    return this.load(ids, () => true);
+  }
+
+  private async load(ids: string[], keep: (r: ApprovalRequest) => boolean): Promise<ApprovalRequest[]> {
     if (ids.length === 0) return [];
     const raws = await this.redis.mget(ids.map((id) => this.key(id)));
-    return raws.filter((r): r is string => r !== null).map(parse).filter((r) => r.state === 'pending');
+    return raws.filter((r): r is string => r !== null).map(parse).filter(keep);
   }
 
   private async transition(id: string, from: ApprovalState[], to: ApprovalState, patch: Partial<ApprovalRequest> = {}): Promise<ApprovalRequest> {

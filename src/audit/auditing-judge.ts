@@ -2,12 +2,12 @@ import type { Logger } from '../logger.js';
 import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
 import type { Decision, JudgedAbout, RequestJudge, RequestOutcome, SessionEnd } from '../session/decision.js';
-import { EarlierRefs } from '../session/earlier-refs.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import type { AuditSink } from './audit-sink.js';
-import type { AuditEventInput, SessionRef, StatementRef } from './events.js';
+import type { AuditEventInput, SessionRef } from './events.js';
 import type { SqlNormalizer } from './normalize-sql.js';
+import { requestStatements } from './request-statements.js';
 
 /**
  * Wraps the decision step so that every decision is recorded:
@@ -102,18 +102,20 @@ export class AuditingJudge implements RequestJudge {
     const common = {
       session: this.ref(session),
       request: request.kind === 'copy-data' ? ('simple' as const) : request.kind,
-      statements: this.statements(request, session),
+      statements: requestStatements(request, session, this.normalizer),
       kinds: about.kinds,
       tables: about.tables,
       rule: decision.rule ?? 'default',
       rulesVersion: this.rulesVersion(),
+      ...(decision.approval ? { approval: decision.approval } : {}),
     };
     const event: AuditEventInput =
       decision.action === 'deny'
         ? { type: 'statement.denied', ...common, sqlstate: decision.error.code }
         : { type: 'statement.allowed', ...common };
     try {
-      if (decision.action === 'allow' && this.waitFor === 'refusals') {
+      // A reviewer's approval is recorded before the statement runs, whatever the wait mode.
+      if (decision.action === 'allow' && this.waitFor === 'refusals' && !decision.approval) {
         // Forwarded now. A statement that finishes within the window gets one entry with its
         // outcome; a longer one gets its decision entry when the window passes, then an
         // outcome entry.
@@ -135,9 +137,11 @@ export class AuditingJudge implements RequestJudge {
     const d: Deferred = { event, since: performance.now(), seq: null };
     this.deferred.add(d);
     this.sweeper ??= setInterval(() => this.sweep(false), Math.max(10, this.outcomeWindowMs / 2)).unref();
+    const inner = decision.onDone;
     return {
       ...decision,
       onDone: (o: RequestOutcome) => {
+        inner?.(o);
         if (d.seq !== null) {
           this.executed(session, d.seq, o);
           return;
@@ -168,7 +172,16 @@ export class AuditingJudge implements RequestJudge {
   }
 
   private withOutcome(session: SessionInfo, decision: Decision, seq: number): Decision {
-    return decision.action === 'allow' ? { ...decision, onDone: (o: RequestOutcome) => this.executed(session, seq, o) } : decision;
+    if (decision.action !== 'allow') return decision;
+    // The inner judge's own completion hook (the approval gate marks the request done) runs too.
+    const inner = decision.onDone;
+    return {
+      ...decision,
+      onDone: (o: RequestOutcome) => {
+        inner?.(o);
+        this.executed(session, seq, o);
+      },
+    };
   }
 
   /** A decision whose record could not be written: nothing runs unrecorded. */
@@ -203,29 +216,6 @@ export class AuditingJudge implements RequestJudge {
       this.log.error({ message: (err as Error).message }, 'audit record failed');
     }
   }
-
-  /** The request's SQL, normalized; statements bound from earlier requests are looked up. */
-  private statements(request: Request, session: SessionInfo): StatementRef[] {
-    const texts = new Set<string>();
-    const refs: StatementRef[] = [];
-    const add = (sql: string) => {
-      if (texts.has(sql)) return;
-      texts.add(sql);
-      refs.push(this.normalizer.normalize(sql));
-    };
-    const earlierRefs = new EarlierRefs();
-    for (const { msg } of request.messages) {
-      const earlier = earlierRefs.of(msg);
-      if (msg.type === 'Query' || msg.type === 'Parse') add(msg.sql);
-      else if (earlier?.kind === 'statement') for (const sql of session.statementCandidates(earlier.name)) add(sql);
-      else if (earlier?.kind === 'portal') {
-        for (const name of session.portalCandidates(earlier.name)) for (const sql of session.statementCandidates(name)) add(sql);
-      } else if (msg.type === 'FunctionCall') {
-        refs.push({ text: `<fast-path FunctionCall of function oid ${msg.functionOid}>`, fingerprint: 'function-call' });
-      }
-    }
-    return refs;
-  }
 }
 
 function outcomeOf(o: RequestOutcome): RequestOutcome {
@@ -247,7 +237,7 @@ export function sessionRef(session: SessionInfo): SessionRef {
   };
 }
 
-function aboutFields(about: readonly JudgedAbout[] | undefined): { kinds: string[]; tables: string[] } {
+export function aboutFields(about: readonly JudgedAbout[] | undefined): { kinds: string[]; tables: string[] } {
   if (!about || about.length === 0) return { kinds: [], tables: [] };
   const kinds = new Set<string>();
   const tables = new Set<string>();

@@ -6,6 +6,7 @@ import { Redis } from 'ioredis';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../logger.js';
 import type { RulesStore } from '../policy/rules-store.js';
+import type { ApprovalAudit } from '../approval/approval-gate.js';
 import type { RequestJudge } from '../session/decision.js';
 import { ChainSink } from './audit-sink.js';
 import { AuditingJudge } from './auditing-judge.js';
@@ -70,10 +71,11 @@ export function retentionOf(config: Config): { maxLen?: number; retentionMs?: nu
   return {};
 }
 
-/** This process's chain: instance, worker, and the start time (every run begins a new chain). */
-export function chainName(config: Config, workerId: number): string {
+/** This process's chain: instance, worker (or "primary"), and the start time (every run begins a new chain). */
+export function chainName(config: Config, workerId: number | 'primary'): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  return `${config.audit.instanceId ?? os.hostname()}/w${workerId}@${stamp}-${randomBytes(3).toString('hex')}`;
+  const proc = workerId === 'primary' ? 'primary' : `w${workerId}`;
+  return `${config.audit.instanceId ?? os.hostname()}/${proc}@${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
 export interface AuditSetup {
@@ -82,12 +84,25 @@ export interface AuditSetup {
   close(): Promise<void>;
 }
 
-/** Wraps `inner` with the audit log (when enabled) and records rules loads and reloads. */
-export async function withAudit(config: Config, inner: RequestJudge, rules: RulesStore, log: Logger, workerId = 0): Promise<AuditSetup> {
-  if (!config.audit.enabled) {
-    log.warn('audit is disabled (audit.enabled: false): decisions are not recorded');
-    return { judge: inner, sink: null, close: async () => {} };
-  }
+/** Durable and fire-and-forget recording through a sink, as the approval code uses it. */
+export function approvalAuditOf(sink: ChainSink): ApprovalAudit {
+  return {
+    record: async (event) => {
+      await sink.record(event).durable;
+    },
+    note: (event) => {
+      try {
+        sink.note(event);
+      } catch {
+        // The sink logs failures and turns `failing` on.
+      }
+    },
+  };
+}
+
+/** Opens this process's audit chain (Redis stream and/or journal); null when audit is off. */
+export async function openAuditSink(config: Config, log: Logger, workerId: number | 'primary'): Promise<{ sink: ChainSink; close(): Promise<void> } | null> {
+  if (!config.audit.enabled) return null;
   const key = resolveAuditKey(config, { generate: true });
   const redis = config.redisUrl ? auditRedis(config.redisUrl, log) : null;
   if (redis) await waitReady(redis, 3000);
@@ -98,30 +113,57 @@ export async function withAudit(config: Config, inner: RequestJudge, rules: Rule
     redis: redis ? new RedisAuditLog(redis, config.audit.stream, retentionOf(config)) : null,
     log,
   });
-  const judge = new AuditingJudge(inner, sink, new SqlNormalizer(), () => rules.current.version, log, config.audit.wait);
-  const policy = rules.current;
-  judge.fireAndForget({ type: 'rules.reloaded', version: policy.version, trigger: 'startup', files: policy.files, rules: policy.rules.length });
-  rules.onChange((p, change) =>
-    judge.fireAndForget({ type: 'rules.reloaded', version: p.version, previous: change.previous, trigger: change.trigger, files: p.files, rules: p.rules.length }),
-  );
-  rules.onReject((r) => judge.fireAndForget({ type: 'rules.rejected', trigger: r.trigger, problems: r.problems, inForce: r.inForce }));
   log.info(
     { event: 'audit-ready', chain: sink.chain, redis: redis ? config.audit.stream : null, journal: config.audit.journalDir, spooling: sink.isSpooling },
     redis ? 'audit entries go to the Redis stream' : 'audit entries go to the local journal (no Redis configured)',
   );
   return {
-    judge,
     sink,
     close: async () => {
-      judge.flush();
       await sink.close();
       redis?.disconnect();
     },
   };
 }
 
+/**
+ * Wraps the decision step with the audit log (when enabled) and records rules loads and
+ * reloads. `inner` may be built from the approval recorder (the approval gate records holds
+ * and verdicts in the same chain).
+ */
+export async function withAudit(
+  config: Config,
+  inner: RequestJudge | ((audit: ApprovalAudit | null) => RequestJudge),
+  rules: RulesStore,
+  log: Logger,
+  workerId = 0,
+): Promise<AuditSetup> {
+  const build = typeof inner === 'function' ? inner : () => inner;
+  const opened = await openAuditSink(config, log, workerId);
+  if (!opened) {
+    log.warn('audit is disabled (audit.enabled: false): decisions are not recorded');
+    return { judge: build(null), sink: null, close: async () => {} };
+  }
+  const { sink } = opened;
+  const judge = new AuditingJudge(build(approvalAuditOf(sink)), sink, new SqlNormalizer(), () => rules.current.version, log, config.audit.wait);
+  const policy = rules.current;
+  judge.fireAndForget({ type: 'rules.reloaded', version: policy.version, trigger: 'startup', files: policy.files, rules: policy.rules.length });
+  rules.onChange((p, change) =>
+    judge.fireAndForget({ type: 'rules.reloaded', version: p.version, previous: change.previous, trigger: change.trigger, files: p.files, rules: p.rules.length }),
+  );
+  rules.onReject((r) => judge.fireAndForget({ type: 'rules.rejected', trigger: r.trigger, problems: r.problems, inForce: r.inForce }));
+  return {
+    judge,
+    sink,
+    close: async () => {
+      judge.flush();
+      await opened.close();
+    },
+  };
+}
+
 /** Waits for the first connection; a Redis that is down at start only means spooling. */
-function waitReady(redis: Redis, ms: number): Promise<void> {
+export function waitReady(redis: Redis, ms: number): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {

@@ -40,6 +40,8 @@ const requestRef = {
   /** The rule that decided ('default' when none matched). */
   rule: z.string(),
   rulesVersion: z.string().optional(),
+  /** The statement ran (or was refused) on a reviewer's verdict or a grant. */
+  approval: z.object({ id: z.string(), by: z.string(), grant: z.string().optional() }).strict().optional(),
 };
 
 const outcome = z
@@ -117,7 +119,18 @@ export const auditEventSchema = z.discriminatedUnion('type', [
     })
     .strict(),
   z
-    .object({ ...base, type: z.literal('approval.approved'), ...approvalRef, reviewer: z.string(), reason: z.string().optional(), waitMs: z.number() })
+    .object({
+      ...base,
+      type: z.literal('approval.approved'),
+      ...approvalRef,
+      reviewer: z.string(),
+      reason: z.string().optional(),
+      waitMs: z.number(),
+      /** Approvals so far and needed (with N approvers an approval may not decide yet). */
+      approvals: z.number().int().optional(),
+      required: z.number().int().optional(),
+      grantMinutes: z.number().int().optional(),
+    })
     .strict(),
   z
     .object({ ...base, type: z.literal('approval.denied'), ...approvalRef, reviewer: z.string(), reason: z.string(), waitMs: z.number() })

@@ -97,6 +97,83 @@ export const configSchema = z
         message: 'set either maxLen or retentionHours, not both',
       })
       .default({ enabled: true, stream: 'pgwarden:audit', wait: 'refusals', journalDir: 'pgwarden-audit' }),
+    approval: z
+      .object({
+        /**
+         * Statements the rules send to `review` are held for a reviewer. Needs Redis (requests
+         * and verdicts are shared by every instance there); without Redis they are refused.
+         */
+        enabled: z.boolean().default(true),
+        /** host:port of the approval page, WebSocket and REST API. */
+        listen: hostPort.default('127.0.0.1:6480'),
+        /** HTTPS for the page and API; both paths or neither. */
+        tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
+        /** Serve plain HTTP on a non-loopback address anyway (behind a TLS-terminating proxy). */
+        allowInsecureHttp: z.boolean().default(false),
+        /** The page's address as reviewers reach it (links in webhooks); default: from listen. */
+        publicUrl: z.string().url().optional(),
+        /** Extra origins allowed to open the WebSocket (the page's own origin always is). */
+        allowedOrigins: z.array(z.string().url()).default([]),
+        /** How long a held statement waits for a verdict before it fails with 57014. */
+        timeoutSeconds: z.number().int().min(1).max(86_400).default(300),
+        /** Pending requests one database user may have at once; past it new holds are refused. */
+        maxPendingPerUser: z.number().int().min(1).default(5),
+        /** Longest time-boxed grant a reviewer may give, in minutes. */
+        maxGrantMinutes: z.number().int().min(1).default(240),
+        /** Finished requests stay visible (recent decisions, API) this long. */
+        keepHours: z.number().int().min(1).default(24),
+        /** Redis key prefix shared by the instances of one deployment. */
+        redisPrefix: z.string().min(1).default('pgwarden:approvals'),
+        /** Reviewers with static tokens; only the SHA-256 of each token is stored. */
+        reviewers: z
+          .array(
+            z
+              .object({
+                name: z.string().min(1).max(200),
+                /** "sha256:<64 hex digits>" of the token (`pgwarden reviewer-token` makes one). */
+                tokenHash: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'expected sha256:<64 lowercase hex digits>'),
+                groups: z.array(z.string().min(1)).default([]),
+                /** Database users this reviewer acts as: requests made as them are not theirs to decide. */
+                actsAs: z.array(z.string().min(1)).default([]),
+              })
+              .strict(),
+          )
+          .default([]),
+        /** Reviewers signing in with OIDC ID or access tokens from the organisation's provider. */
+        oidc: z
+          .object({
+            issuer: z.string().min(1),
+            audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+            jwksUrl: z.string().url(),
+            /** Claim naming the reviewer. */
+            nameClaim: z.string().min(1).default('email'),
+            /** Claim listing the reviewer's groups. */
+            groupsClaim: z.string().min(1).default('groups'),
+          })
+          .strict()
+          .optional(),
+        /** Reviewer name → database users they act as (for OIDC reviewers; adds to `reviewers[].actsAs`). */
+        actsAs: z.record(z.string(), z.array(z.string().min(1))).default({}),
+        /** Outgoing webhook on new requests and verdicts (Slack-compatible JSON). */
+        webhook: z
+          .object({ url: z.string().url(), timeoutMs: z.number().int().positive().default(5000) })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .default({
+        enabled: true,
+        listen: '127.0.0.1:6480',
+        allowInsecureHttp: false,
+        allowedOrigins: [],
+        timeoutSeconds: 300,
+        maxPendingPerUser: 5,
+        maxGrantMinutes: 240,
+        keepHours: 24,
+        redisPrefix: 'pgwarden:approvals',
+        reviewers: [],
+        actsAs: {},
+      }),
     /** Directory of rule files (*.yaml). Default: the rules/ directory shipped with pgwarden. */
     rulesDir: z.string().optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

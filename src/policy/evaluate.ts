@@ -1,6 +1,6 @@
 import type { RelationRef, StatementInfo } from '../classify/statement-info.js';
 import type { Glob } from './glob.js';
-import type { CompiledMatch, CompiledRule, NamePattern, Policy } from './policy.js';
+import { DEFAULT_REVIEW_TERMS, type CompiledMatch, type CompiledRule, type NamePattern, type Policy, type ReviewTerms } from './policy.js';
 import type { Action } from './rules-schema.js';
 
 /**
@@ -34,12 +34,34 @@ export interface Verdict {
   message?: string;
   /** SQLSTATE for a deny (42501 unless a guard says otherwise). */
   sqlstate?: string;
+  /** Review: how the held statement is decided (defaults when a built-in verdict asks for review). */
+  review?: ReviewTerms;
 }
 
 const SEVERITY: Record<Action, number> = { allow: 0, review: 1, deny: 2 };
 
 export function stricter(a: Verdict, b: Verdict): Verdict {
+  if (a.action === 'review' && b.action === 'review' && (a.review || b.review)) {
+    // Two review rules apply: the held statement must satisfy both (first rule reported).
+    return { ...a, review: strictestTerms(a.review ?? DEFAULT_REVIEW_TERMS, b.review ?? DEFAULT_REVIEW_TERMS) };
+  }
   return SEVERITY[b.action] > SEVERITY[a.action] ? b : a;
+}
+
+/**
+ * The terms that satisfy both: more approvers, no grants if either forbids them, the shorter
+ * timeout, and reviewers in groups both name (an empty intersection leaves nobody who may
+ * approve, so the statement times out: fail closed, documented in the README).
+ */
+function strictestTerms(a: ReviewTerms, b: ReviewTerms): ReviewTerms {
+  const reviewers = a.reviewers.length === 0 ? b.reviewers : b.reviewers.length === 0 ? a.reviewers : a.reviewers.filter((g) => b.reviewers.includes(g));
+  const timeouts = [a.timeoutSeconds, b.timeoutSeconds].filter((t): t is number => t !== undefined);
+  return {
+    approvers: Math.max(a.approvers, b.approvers),
+    reviewers: a.reviewers.length > 0 && b.reviewers.length > 0 && reviewers.length === 0 ? ['(no group satisfies every rule)'] : reviewers,
+    grants: a.grants && b.grants,
+    ...(timeouts.length > 0 ? { timeoutSeconds: Math.min(...timeouts) } : {}),
+  };
 }
 
 const anyGlob = (globs: readonly Glob[], text: string) => globs.some((g) => g(text));
@@ -113,6 +135,7 @@ export function evaluateStatement(policy: Policy, st: StatementInfo, ctx: EvalCo
       rule: rule.name,
       reason: describe(rule),
       ...(rule.message !== undefined ? { message: rule.message } : {}),
+      ...(rule.review ? { review: rule.review } : {}),
     };
     verdict = verdict ? stricter(verdict, v) : v;
   }

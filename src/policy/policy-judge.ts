@@ -8,7 +8,7 @@ import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import { evaluateStatement, sensitiveRelations, stricter, type EvalContext, type Verdict } from './evaluate.js';
 import { guardServerParams, guardStartup, guardStatement, startupSettings } from './guards.js';
-import type { Policy } from './policy.js';
+import { DEFAULT_REVIEW_TERMS, type Policy } from './policy.js';
 import type { RowEstimator } from './row-estimator.js';
 
 /**
@@ -187,7 +187,7 @@ export class PolicyJudge implements RequestJudge {
         ...v,
         reason: `the planner estimates ${Math.round(rows)} rows from sensitive table(s), above the threshold of ${policy.sensitive.rowThreshold}: treated as a bulk export; ${v.reason}`,
       };
-      if (exportVerdict.action !== 'allow') return this.toDecision(exportVerdict, judged);
+      if (exportVerdict.action !== 'allow') return this.toDecision(exportVerdict, judged, Math.round(rows));
       return this.finishAllowed(policy, judged, state, ctx, capKey, exportVerdict.rule);
     });
   }
@@ -325,7 +325,7 @@ export class PolicyJudge implements RequestJudge {
     }
   }
 
-  private toDecision(v: Verdict, judged: readonly JudgedStatement[] = []): Decision {
+  private toDecision(v: Verdict, judged: readonly JudgedStatement[] = [], estimatedRows?: number): Decision {
     const about = judged.map((j) => j.statement);
     switch (v.action) {
       case 'allow':
@@ -339,9 +339,24 @@ export class PolicyJudge implements RequestJudge {
             ? pgError.guard(v.sqlstate, v.message ?? v.reason, v.reason)
             : pgError.policyDenied(v.rule, v.reason, v.message),
         };
-      case 'review':
-        // Until an approval channel is configured, a statement that needs review is refused.
-        return { action: 'deny', rule: v.rule, about, error: pgError.reviewUnavailable(v.rule, v.message ?? v.reason) };
+      case 'review': {
+        // Refused unless an approval gate takes the hold (approval/approval-gate.ts).
+        const terms = v.review ?? DEFAULT_REVIEW_TERMS;
+        return {
+          action: 'deny',
+          rule: v.rule,
+          about,
+          error: pgError.reviewUnavailable(v.rule, v.message ?? v.reason),
+          review: {
+            reason: v.message ?? v.reason,
+            approvers: terms.approvers,
+            reviewers: terms.reviewers,
+            grants: terms.grants,
+            ...(terms.timeoutSeconds !== undefined ? { timeoutSeconds: terms.timeoutSeconds } : {}),
+            ...(estimatedRows !== undefined ? { estimatedRows } : {}),
+          },
+        };
+      }
     }
   }
 

@@ -21,6 +21,18 @@ export interface CompiledMatch {
   inTransaction?: boolean;
 }
 
+/** How a statement held by a review rule is decided (the rule's `review` settings). */
+export interface ReviewTerms {
+  approvers: number;
+  /** Reviewer groups allowed to decide; empty: any reviewer. */
+  reviewers: readonly string[];
+  grants: boolean;
+  /** Overrides the configured timeout. */
+  timeoutSeconds?: number;
+}
+
+export const DEFAULT_REVIEW_TERMS: ReviewTerms = Object.freeze({ approvers: 1, reviewers: [], grants: true });
+
 export interface CompiledRule {
   name: string;
   description?: string;
@@ -28,6 +40,8 @@ export interface CompiledRule {
   message?: string;
   match: CompiledMatch;
   except?: CompiledMatch;
+  /** Review rules: how a held statement is decided. */
+  review?: ReviewTerms;
   /** Where the rule was defined, for explain output and logs. */
   source: string;
 }
@@ -71,6 +85,16 @@ export function compileRule(r: RuleInput, source: string): CompiledRule {
     ...(r.message !== undefined ? { message: r.message } : {}),
     match: compileMatch(r.match),
     ...(r.except ? { except: compileMatch(r.except) } : {}),
+    ...(r.action === 'review'
+      ? {
+          review: {
+            approvers: r.review?.approvers ?? 1,
+            reviewers: r.review?.reviewers ?? [],
+            grants: r.review?.grants ?? true,
+            ...(r.review?.timeout_seconds !== undefined ? { timeoutSeconds: r.review.timeout_seconds } : {}),
+          },
+        }
+      : {}),
     source,
   };
 }

@@ -38,8 +38,23 @@ export const ruleSchema = z
     action: z.enum(ACTIONS),
     /** Deny: replaces the error message. Review: shown as the error's DETAIL. */
     message: z.string().max(500).optional(),
+    /** Review only: how a held statement is decided. */
+    review: z
+      .object({
+        /** Distinct reviewers who must approve (default 1). */
+        approvers: z.number().int().min(1).max(10).optional(),
+        /** Only reviewers in one of these groups may decide (default: any reviewer). */
+        reviewers: nonEmptyList(z.string().min(1).max(200)).optional(),
+        /** false: approvals run the statement once only; no time-boxed grants (default true). */
+        grants: z.boolean().optional(),
+        /** Overrides approval.timeoutSeconds for this rule. */
+        timeout_seconds: z.number().int().min(1).max(86_400).optional(),
+      })
+      .strict()
+      .optional(),
   })
-  .strict();
+  .strict()
+  .refine((r) => r.review === undefined || r.action === 'review', { message: '`review` settings apply only to rules with action: review', path: ['review'] });
 
 export const rulesFileSchema = z
   .object({

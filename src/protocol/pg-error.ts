@@ -20,6 +20,9 @@ export const SqlState = {
   InternalError: 'XX000',
   CharacterNotInRepertoire: '22021',
   IoError: '58030',
+  SystemError: '58000',
+  ConfigurationLimitExceeded: '53400',
+  SuccessfulCompletion: '00000',
 } as const;
 
 export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];
@@ -70,6 +73,44 @@ export const pgError = {
     code: SqlState.InsufficientPrivilege,
     message: `statement requires approval: ${rule}; no approval channel is configured`,
     detail: reason,
+  }),
+  heldForReview: (id: string, rule: string, reason: string, timeoutSeconds: number, pageUrl: string | null): PgErrorFields => ({
+    severity: 'NOTICE',
+    code: SqlState.SuccessfulCompletion,
+    message: `pgwarden: statement held for review (request ${id})`,
+    detail: `Rule "${rule}": ${reason}. The statement runs when a reviewer approves it, and fails if nobody decides within ${timeoutSeconds} s.`,
+    ...(pageUrl ? { hint: `Reviewers decide at ${pageUrl}` } : {}),
+  }),
+  approvalDenied: (id: string, reviewer: string, reason: string): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.InsufficientPrivilege,
+    message: `pgwarden: statement denied by reviewer ${reviewer}: ${reason}`,
+    detail: `Approval request ${id} was denied; the statement was not run.`,
+  }),
+  approvalTimedOut: (id: string, seconds: number): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.QueryCanceled,
+    message: 'approval timed out',
+    detail: `No reviewer decided approval request ${id} within ${seconds} s; the statement was not run.`,
+    hint: 'Ask a reviewer to watch the approval page, or retry later.',
+  }),
+  approvalWithdrawn: (id: string): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.QueryCanceled,
+    message: 'canceling statement due to user request',
+    detail: `Approval request ${id} was withdrawn; the statement was not run.`,
+  }),
+  approvalUnavailable: (): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.SystemError,
+    message: 'pgwarden: the approval service is unavailable, so the statement that needs review was not run',
+    hint: 'Approval requests are kept in Redis, which pgwarden cannot reach; see the pgwarden log.',
+  }),
+  tooManyPending: (user: string, pending: number): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.ConfigurationLimitExceeded,
+    message: `pgwarden: too many statements awaiting review for user "${user}" (${pending} pending)`,
+    hint: 'Wait for reviewers to decide the pending ones (approval.maxPendingPerUser).',
   }),
   unparsable: (parserMessage: string, position?: number): PgErrorFields => ({
     severity: 'ERROR',

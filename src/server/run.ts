@@ -1,11 +1,16 @@
 import cluster from 'node:cluster';
+import os from 'node:os';
 import type { Server } from 'node:http';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../logger.js';
-import { resolveAuditKey, withAudit } from '../audit/build-audit.js';
+import { approvalAuditOf, openAuditSink, resolveAuditKey, withAudit, type AuditSetup } from '../audit/build-audit.js';
+import { approvalsEnabled, startHolder, startReviewServer, type Holder, type ReviewServer } from '../approval/build-approvals.js';
+import { ApprovalMetrics, sumSnapshots, type MetricsSnapshot } from '../approval/metrics.js';
+import type { RulesStore } from '../policy/rules-store.js';
+import type { RequestJudge } from '../session/decision.js';
 import { buildPolicyJudge } from '../policy/build-judge.js';
 import { startHealthServer } from './health.js';
-import { startProxy } from './proxy-server.js';
+import { startProxy, type RunningProxy } from './proxy-server.js';
 
 /**
  * Runs the proxy as `config.workers` processes sharing one port (node:cluster). One Node.js
@@ -23,7 +28,13 @@ interface CancelEnvelope {
 interface ShutdownEnvelope {
   type: 'pgwarden:shutdown';
 }
-type Envelope = CancelEnvelope | ShutdownEnvelope | { type: 'pgwarden:ready'; port: number };
+/** A worker's approval metrics (the primary serves /metrics for all of them). */
+interface MetricsEnvelope {
+  type: 'pgwarden:metrics';
+  worker: number;
+  snapshot: MetricsSnapshot;
+}
+type Envelope = CancelEnvelope | ShutdownEnvelope | MetricsEnvelope | { type: 'pgwarden:ready'; port: number };
 
 function isEnvelope(m: unknown): m is Envelope {
   return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string';
@@ -36,19 +47,66 @@ export async function runProxy(config: Config, log: Logger): Promise<void> {
   return runWorker(config, log);
 }
 
-async function runSingle(config: Config, log: Logger): Promise<void> {
+/** The instance's name in approval requests: the audit instance id (or host) and the worker. */
+function instanceName(config: Config, workerId: number): string {
+  return `${config.audit.instanceId ?? os.hostname()}/w${workerId}`;
+}
+
+/** Policy → approval gate (with Redis) → audit, for one process that holds connections. */
+async function buildJudge(config: Config, log: Logger, workerId: number): Promise<{ audit: AuditSetup; holder: Holder | null; rules: RulesStore }> {
   const { judge: policyJudge, rules } = await buildPolicyJudge(config, log);
-  const audit = await withAudit(config, policyJudge, rules, log, 0);
+  const holder = approvalsEnabled(config) ? await startHolder(config, log, instanceName(config, workerId)) : null;
+  if (!holder && config.approval.enabled) log.warn('approvals need Redis (redisUrl): statements that need review are refused');
+  const inner = holder
+    ? (a: Parameters<Holder['wrap']>[1]): RequestJudge => holder.wrap(policyJudge, a, () => rules.current.version)
+    : policyJudge;
+  const audit = await withAudit(config, inner, rules, log, workerId);
+  return { audit, holder, rules };
+}
+
+export interface RunningInstance {
+  proxy: RunningProxy;
+  review: ReviewServer | null;
+  holder: Holder | null;
+  audit: AuditSetup;
+  /** Stops accepting, waits for running statements, then closes everything. */
+  stop(): Promise<void>;
+}
+
+/** One process doing everything: proxy, approval gate, review server, audit (also used by tests). */
+export async function startInstance(config: Config, log: Logger): Promise<RunningInstance> {
+  const { audit, holder, rules } = await buildJudge(config, log, 0);
   const proxy = await startProxy(config, { log, judge: audit.judge });
+  const review = holder
+    ? await startReviewServer(config, log, { audit: audit.sink ? approvalAuditOf(audit.sink) : null, metrics: () => holder.metrics.snapshot() })
+    : null;
+  if (review && holder && !config.approval.publicUrl) holder.usePageUrl(`${review.http.url}/`);
+  return {
+    proxy,
+    review,
+    holder,
+    audit,
+    stop: async () => {
+      await proxy.shutdown();
+      await review?.close();
+      await holder?.close();
+      await audit.close();
+      rules.close();
+    },
+  };
+}
+
+async function runSingle(config: Config, log: Logger): Promise<void> {
+  const inst = await startInstance(config, log);
   let draining = false;
   const health = config.healthListen ? await startHealthServer(config.healthListen, () => draining) : undefined;
-  log.info({ event: 'ready', listen: `${proxy.host}:${proxy.port}`, workers: 1 }, 'pgwarden is accepting connections');
+  const { proxy, review } = inst;
+  log.info({ event: 'ready', listen: `${proxy.host}:${proxy.port}`, workers: 1, ...(review ? { approvals: review.http.url } : {}) }, 'pgwarden is accepting connections');
   const stop = async (signal: string) => {
     if (draining) return;
     draining = true;
     log.info({ signal }, 'shutting down: no new connections, waiting for running statements');
-    await proxy.shutdown();
-    await audit.close();
+    await inst.stop();
     health?.close();
     log.info('shutdown complete');
     process.exit(0);
@@ -64,6 +122,7 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
   const workers = new Map<number, ReturnType<typeof cluster.fork>>();
   let ready = 0;
   let boundPort = 0;
+  const workerMetrics = new Map<number, MetricsSnapshot>();
   let readyResolve: () => void = () => {};
   const allReady = new Promise<void>((r) => (readyResolve = r));
   const fork = (index: number) => {
@@ -72,6 +131,7 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
     worker.on('message', (m: unknown) => {
       if (!isEnvelope(m)) return;
       if (m.type === 'pgwarden:cancel') workers.get(m.worker)?.send(m);
+      else if (m.type === 'pgwarden:metrics') workerMetrics.set(m.worker, m.snapshot);
       else if (m.type === 'pgwarden:ready') {
         boundPort = m.port;
         if (++ready === config.workers) readyResolve();
@@ -86,10 +146,18 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
   };
   for (let i = 0; i < config.workers; i++) fork(i);
   await allReady;
+  // One review server per instance; the workers hold, any instance decides (state is in Redis).
+  const primaryAudit = approvalsEnabled(config) ? await openAuditSink(config, log, 'primary') : null;
+  const review = approvalsEnabled(config)
+    ? await startReviewServer(config, log, {
+        audit: primaryAudit ? approvalAuditOf(primaryAudit.sink) : null,
+        metrics: () => sumSnapshots([new ApprovalMetrics().snapshot(), ...workerMetrics.values()]),
+      })
+    : null;
   let health: Server | undefined;
   if (config.healthListen) health = await startHealthServer(config.healthListen, () => draining);
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
-  log.info({ event: 'ready', listen: `${host}:${boundPort}`, workers: config.workers }, 'pgwarden is accepting connections');
+  log.info({ event: 'ready', listen: `${host}:${boundPort}`, workers: config.workers, ...(review ? { approvals: review.http.url } : {}) }, 'pgwarden is accepting connections');
   const stop = (signal: string) => {
     if (draining) return;
     draining = true;
@@ -99,6 +167,8 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
       if (workers.size === 0) {
         clearInterval(check);
         health?.close();
+        void review?.close();
+        void primaryAudit?.close();
         log.info('shutdown complete');
         process.exit(0);
       }
@@ -111,8 +181,7 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
 async function runWorker(config: Config, log: Logger): Promise<void> {
   const workerId = Number(process.env.PGWARDEN_WORKER_ID ?? '0');
   const wlog = log.child({ worker: workerId });
-  const { judge: policyJudge, rules } = await buildPolicyJudge(config, wlog);
-  const audit = await withAudit(config, policyJudge, rules, wlog, workerId);
+  const { audit, holder } = await buildJudge(config, wlog, workerId);
   const proxy = await startProxy(config, {
     judge: audit.judge,
     log: wlog,
@@ -120,8 +189,19 @@ async function runWorker(config: Config, log: Logger): Promise<void> {
     forwardCancel: (worker, processId, secretKey) =>
       process.send?.({ type: 'pgwarden:cancel', worker, processId, secretKey: secretKey.toString('hex') } satisfies CancelEnvelope),
   });
+  if (holder) {
+    let last = '';
+    setInterval(() => {
+      const snapshot = holder.metrics.snapshot();
+      const text = JSON.stringify(snapshot);
+      if (text === last) return;
+      last = text;
+      process.send?.({ type: 'pgwarden:metrics', worker: workerId, snapshot } satisfies MetricsEnvelope);
+    }, 1000).unref();
+  }
   const stopWorker = async () => {
     await proxy.shutdown();
+    await holder?.close();
     await audit.close();
     process.exit(0);
   };

@@ -46,8 +46,36 @@ export type Decision =
       about?: readonly JudgedAbout[];
       /** Called once when the server has answered the request (its ReadyForQuery arrived). */
       onDone?: (outcome: RequestOutcome) => void;
+      /** Allowed by a reviewer's approval or a grant: recorded before it is forwarded. */
+      approval?: { id: string; by: string; grant?: string };
     }
-  | { action: 'deny'; rule: string; error: PgErrorFields; about?: readonly JudgedAbout[] };
+  | {
+      action: 'deny';
+      rule: string;
+      error: PgErrorFields;
+      about?: readonly JudgedAbout[];
+      /**
+       * Set when the rules ask for a reviewer's decision. The approval gate holds such a request
+       * and replaces this refusal with the verdict; without a gate the refusal stands (fail
+       * closed by construction: nothing that needs review can run unreviewed).
+       */
+      review?: ReviewRequest;
+      /** Refused by a reviewer (or the hold ended without approval). */
+      approval?: { id: string; by: string };
+    };
+
+/** What a review rule asked for, as the approval gate needs it. */
+export interface ReviewRequest {
+  /** Why the rule held it (its description). */
+  reason: string;
+  approvers: number;
+  /** Reviewer groups allowed to decide; empty: any reviewer. */
+  reviewers: readonly string[];
+  grants: boolean;
+  timeoutSeconds?: number;
+  /** The planner's row estimate, when the hold is a bulk read. */
+  estimatedRows?: number;
+}
 
 /** How a connection ended, for the decision step's bookkeeping and the audit log. */
 export interface SessionEnd {

@@ -1,3 +1,4 @@
+import type { PgErrorFields } from '../protocol/backend.js';
 import type { TxStatus } from '../protocol/codes.js';
 
 /** What the decision step may know about a connection (read-only view of the session). */
@@ -11,10 +12,14 @@ export interface SessionInfo {
   readonly tls: boolean;
   /** Transaction status from the last ReadyForQuery. */
   readonly txStatus: TxStatus;
+  /** When the current transaction block began (ms since the epoch); null outside one. */
+  readonly transactionSince: number | null;
   /** Run-time parameters the server reported (ParameterStatus). */
   readonly serverParams: ReadonlyMap<string, string>;
   /** Every SQL text a protocol-level statement name ('' = unnamed) may stand for (see StatementTracker). */
   statementCandidates(name: string): string[];
   /** Every statement name a portal may be bound to. */
   portalCandidates(portal: string): string[];
+  /** Sends the client a NoticeResponse now (e.g. "statement held for review"). */
+  notify(notice: PgErrorFields): void;
 }

@@ -14,6 +14,7 @@ import {
   encodeAuthenticationSASL,
   encodeBackendKeyData,
   encodeErrorResponse,
+  encodeNoticeResponse,
   encodeReadyForQuery,
   readyForQueryStatus,
   type PgErrorFields,
@@ -74,6 +75,8 @@ export class Session implements SessionInfo, CancelTarget {
   startupParams: ReadonlyMap<string, string> = new Map();
   tls = false;
   txStatus: TxStatus = 'I';
+  /** When the current transaction block began (first ReadyForQuery not 'I'); null when idle. */
+  transactionSince: number | null = null;
   readonly serverParams = new Map<string, string>();
   private readonly tracker = new StatementTracker();
 
@@ -530,6 +533,8 @@ export class Session implements SessionInfo, CancelTarget {
     switch (frame.tag) {
       case BackendTag.ReadyForQuery:
         this.txStatus = readyForQueryStatus(frame);
+        if (this.txStatus === 'I') this.transactionSince = null;
+        else this.transactionSince ??= Date.now();
         this.copyIn = false;
         if (this.phase === 'auth') {
           this.startProbe(frame);
@@ -708,6 +713,13 @@ export class Session implements SessionInfo, CancelTarget {
   };
 
   // ---- cancel, shutdown, close ----
+
+  /** Sends the client a NoticeResponse now: the protocol allows one at any time ("Asynchronous Operations"). */
+  notify(notice: PgErrorFields): void {
+    if (this.phase !== 'ready') return;
+    this.toClient.push(encodeNoticeResponse(notice));
+    this.flushClient();
+  }
 
   /** A CancelRequest carrying our key arrived: withdraw a pending decision and cancel upstream. */
   cancel(): void {

@@ -23,6 +23,10 @@ const held = (over: Partial<ApprovalRequest> = {}) => ({
   rule: 'schema-changes',
   reason: 'DDL changes the schema',
   required: 1,
+  fingerprint: 'f'.repeat(32),
+  piiColumns: [],
+  reviewerGroups: [],
+  grantable: true,
   ...over,
 });
 

@@ -48,6 +48,8 @@ const session: SessionInfo = {
     ['application_name', 'bot'],
   ]),
   user: 'agent',
+  transactionSince: null,
+  notify: () => {},
   database: 'app',
   clientAddress: '10.0.0.9:5555',
   tls: true,

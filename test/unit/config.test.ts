@@ -41,6 +41,19 @@ const DEFAULTS: Config = {
   },
   workers: Math.min(os.availableParallelism(), 127),
   audit: { enabled: true, stream: 'pgwarden:audit', wait: 'refusals', journalDir: 'pgwarden-audit' },
+  approval: {
+    enabled: true,
+    listen: '127.0.0.1:6480',
+    allowInsecureHttp: false,
+    allowedOrigins: [],
+    timeoutSeconds: 300,
+    maxPendingPerUser: 5,
+    maxGrantMinutes: 240,
+    keepHours: 24,
+    redisPrefix: 'pgwarden:approvals',
+    reviewers: [],
+    actsAs: {},
+  },
   logLevel: 'info',
 };
 

@@ -438,6 +438,8 @@ describe('evaluate: fastpath', () => {
       clientAddress: '127.0.0.1',
       tls: false,
       txStatus: 'I',
+      transactionSince: null,
+      notify: () => {},
       serverParams: new Map(),
       statementCandidates: () => [],
       portalCandidates: () => [],

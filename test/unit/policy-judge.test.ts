@@ -37,6 +37,8 @@ class FakeSession implements SessionInfo {
   readonly database = 'app';
   readonly startupParams: Map<string, string>;
   txStatus: TxStatus = 'I';
+  readonly transactionSince = null;
+  notify(): void {}
   readonly serverParams = new Map<string, string>([
     ['standard_conforming_strings', 'on'],
     ['client_encoding', 'UTF8'],

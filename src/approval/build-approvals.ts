@@ -1,0 +1,160 @@
+import os from 'node:os';
+import { Redis } from 'ioredis';
+import { auditRedis, waitReady } from '../audit/build-audit.js';
+import { SqlNormalizer } from '../audit/normalize-sql.js';
+import type { Config } from '../config/schema.js';
+import { splitHostPort } from '../config/load.js';
+import type { Logger } from '../logger.js';
+import type { RequestJudge } from '../session/decision.js';
+import { ApprovalGate, type ApprovalAudit } from './approval-gate.js';
+import { startApprovalHttp, type ApprovalHttp } from './approval-http.js';
+import { ApprovalStore } from './approval-store.js';
+import { ApprovalMetrics, type MetricsSnapshot } from './metrics.js';
+import { ReviewDesk } from './review-desk.js';
+import { ReviewHub } from './review-hub.js';
+import { ReviewerAuth } from './reviewer-auth.js';
+import { VerdictWaiter } from './verdict-waiter.js';
+import { Webhook } from './webhook.js';
+
+/**
+ * Composition of approvals for one process. Two roles, both optional:
+ *
+ * - holder: the gate that holds statements on this process's connections (every worker);
+ * - review server: the page, WebSocket and API (one per instance: the primary in cluster mode,
+ *   since all state is in Redis and any instance can decide any request).
+ *
+ * Approvals need Redis. Without it (or with approval.enabled off) there is no gate, and
+ * statements the rules send to review are refused with a clear error.
+ */
+export function approvalsEnabled(config: Config): boolean {
+  return config.approval.enabled && config.redisUrl !== undefined;
+}
+
+/** The page's address for notices and webhooks: publicUrl, else derived from listen. */
+export function pageUrl(config: Config, boundPort?: number): string {
+  if (config.approval.publicUrl) return config.approval.publicUrl.replace(/\/$/, '') + '/';
+  const { host, port } = splitHostPort(config.approval.listen);
+  const h = host === '0.0.0.0' || host === '::' ? os.hostname() : host.includes(':') ? `[${host}]` : host;
+  return `${config.approval.tls ? 'https' : 'http'}://${h}:${boundPort ?? port}/`;
+}
+
+function subscriberRedis(url: string): Redis {
+  // Subscriptions queue until connected and come back after a reconnect (ioredis
+  // autoResubscribe); connection errors are logged by the command connection's client.
+  const r = new Redis(url, { maxRetriesPerRequest: null, retryStrategy: (times) => Math.min(100 * times, 1000) });
+  r.on('error', () => {});
+  return r;
+}
+
+export interface Holder {
+  metrics: ApprovalMetrics;
+  /** The page's real address once its listener is bound (listen port 0). */
+  usePageUrl(url: string): void;
+  /** Wraps the policy judge with the approval gate. */
+  wrap(inner: RequestJudge, audit: ApprovalAudit | null, rulesVersion: () => string): RequestJudge;
+  close(): Promise<void>;
+}
+
+export async function startHolder(config: Config, log: Logger, instance: string): Promise<Holder> {
+  const redis = auditRedis(config.redisUrl!, log);
+  const subscriber = subscriberRedis(config.redisUrl!);
+  await Promise.all([waitReady(redis, 3000), waitReady(subscriber, 3000)]);
+  const store = new ApprovalStore(redis, config.approval.redisPrefix, config.approval.keepHours * 3_600_000);
+  const waiter = new VerdictWaiter(subscriber, store, log);
+  await waiter.whenReady();
+  const metrics = new ApprovalMetrics();
+  let page = pageUrl(config);
+  const webhook = config.approval.webhook ? new Webhook({ url: config.approval.webhook.url, timeoutMs: config.approval.webhook.timeoutMs, pageUrl: page, log }) : null;
+  const normalizer = new SqlNormalizer();
+  return {
+    metrics,
+    usePageUrl: (url) => {
+      page = url;
+    },
+    wrap: (inner, audit, rulesVersion) =>
+      new ApprovalGate(inner, {
+        store,
+        waiter,
+        normalizer,
+        audit,
+        metrics,
+        webhook,
+        instance,
+        timeoutSeconds: config.approval.timeoutSeconds,
+        maxPendingPerUser: config.approval.maxPendingPerUser,
+        pageUrl: () => page,
+        rulesVersion,
+        log,
+      }),
+    close: async () => {
+      await webhook?.close();
+      waiter.close();
+      redis.disconnect();
+    },
+  };
+}
+
+export interface ReviewServer {
+  http: ApprovalHttp;
+  close(): Promise<void>;
+}
+
+/** Serves the page, WebSocket and API, and expires requests whose holder is gone. */
+export async function startReviewServer(
+  config: Config,
+  log: Logger,
+  opts: { audit: ApprovalAudit | null; metrics: () => MetricsSnapshot },
+): Promise<ReviewServer> {
+  const { host, port } = splitHostPort(config.approval.listen);
+  const loopback = host === '127.0.0.1' || host === '::1' || host === 'localhost';
+  if (!loopback && !config.approval.tls && !config.approval.allowInsecureHttp) {
+    throw new Error(
+      `refusing to serve the approval page on ${config.approval.listen} without TLS: set approval.tls (cert and key), ` +
+        'or approval.allowInsecureHttp when a TLS-terminating proxy is in front',
+    );
+  }
+  const redis = auditRedis(config.redisUrl!, log);
+  const subscriber = subscriberRedis(config.redisUrl!);
+  await Promise.all([waitReady(redis, 3000), waitReady(subscriber, 3000)]);
+  const store = new ApprovalStore(redis, config.approval.redisPrefix, config.approval.keepHours * 3_600_000);
+  const auth = new ReviewerAuth(config.approval, { log });
+  if (config.approval.reviewers.length === 0 && !auth.oidcEnabled) {
+    log.warn('no reviewers are configured (approval.reviewers or approval.oidc): held statements can only time out');
+  }
+  const hub = new ReviewHub(store, auth, subscriber, log);
+  const desk = new ReviewDesk({ store, audit: opts.audit, maxGrantMinutes: config.approval.maxGrantMinutes, log });
+  const http = await startApprovalHttp({
+    host,
+    port,
+    ...(config.approval.tls ? { tls: config.approval.tls } : {}),
+    allowedOrigins: [...config.approval.allowedOrigins, ...(config.approval.publicUrl ? [config.approval.publicUrl] : [])],
+    store,
+    desk,
+    auth,
+    hub,
+    metrics: opts.metrics,
+    log,
+  });
+  // Requests whose holder died (crash, network split) would otherwise stay pending: expire
+  // them a little after their deadline, when the holder had its chance.
+  const janitor = setInterval(() => {
+    void store.overdue(Date.now() - 5000).then(
+      async (ids) => {
+        for (const id of ids) {
+          const r = await store.expire(id).catch(() => null);
+          if (r) opts.audit?.note({ type: 'approval.expired', session: r.session, approvalId: r.id, rule: r.rule, statements: r.statements, waitMs: Date.now() - r.createdAt });
+        }
+      },
+      () => undefined,
+    );
+  }, 5000).unref();
+  log.info({ event: 'approvals-ready', url: http.url }, 'approval page, WebSocket and API are listening');
+  return {
+    http,
+    close: async () => {
+      clearInterval(janitor);
+      await http.close();
+      redis.disconnect();
+    },
+  };
+}

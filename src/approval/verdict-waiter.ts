@@ -1,0 +1,80 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from '../logger.js';
+import type { ApprovalEvent, ApprovalStore } from './approval-store.js';
+
+/**
+ * Wakes holders when their request changes state, on any instance: one Redis subscriber per
+ * process, listening on the store's events channel, dispatching by request id.
+ *
+ * A notification only says "look again"; the record in Redis is the truth. Pub/sub loses
+ * messages while the subscriber reconnects, so holders also look again every `pollMs`.
+ */
+export type WakeReason = 'changed' | 'poll' | 'deadline' | 'aborted';
+
+export class VerdictWaiter {
+  private readonly waiting = new Map<string, Set<() => void>>();
+  private readonly ready: Promise<void>;
+
+  constructor(
+    private readonly subscriber: Redis,
+    store: ApprovalStore,
+    private readonly log: Logger,
+    private readonly pollMs = 1000,
+  ) {
+    subscriber.on('message', (_channel: string, message: string) => this.onMessage(message));
+    this.ready = subscriber.subscribe(store.eventsChannel).then(
+      () => undefined,
+      (err: unknown) => log.warn({ message: (err as Error).message }, 'approval events subscription failed; holders poll instead'),
+    );
+  }
+
+  /** Resolves once the subscription is in place (tests and start-up ordering). */
+  whenReady(): Promise<void> {
+    return this.ready;
+  }
+
+  private onMessage(message: string): void {
+    let id: string;
+    try {
+      id = (JSON.parse(message) as ApprovalEvent).id;
+    } catch {
+      return;
+    }
+    const set = this.waiting.get(id);
+    if (set) for (const wake of set) wake();
+  }
+
+  /**
+   * Waits until request `id` changes, the poll interval passes, `deadline` (ms since the
+   * epoch) is reached, or `signal` aborts; says which.
+   */
+  next(id: string, deadline: number, signal: AbortSignal): Promise<WakeReason> {
+    if (signal.aborted) return Promise.resolve('aborted');
+    return new Promise((resolve) => {
+      let set = this.waiting.get(id);
+      if (!set) this.waiting.set(id, (set = new Set()));
+      const holders = set;
+      const untilDeadline = deadline - Date.now();
+      const done = (reason: WakeReason): void => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        holders.delete(wake);
+        if (holders.size === 0 && this.waiting.get(id) === holders) this.waiting.delete(id);
+        resolve(reason);
+      };
+      const onAbort = () => done('aborted');
+      const wake = () => done('changed');
+      const timer = setTimeout(() => done(untilDeadline <= this.pollMs ? 'deadline' : 'poll'), Math.max(0, Math.min(this.pollMs, untilDeadline)));
+      holders.add(wake);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  get holders(): number {
+    return this.waiting.size;
+  }
+
+  close(): void {
+    this.subscriber.disconnect();
+  }
+}
