@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { auditCommand } from './audit/audit-cli.js';
+import { requestsCommand } from './approval/requests-cli.js';
 import { ConfigError, FLAGS, loadConfig } from './config/load.js';
 import { createLogger } from './logger.js';
 import { runProxy } from './server/run.js';
@@ -18,6 +19,11 @@ Commands:
                              [--rules DIR] [--user U] [--database D] [--application A] [--in-transaction]
   rules check [DIR]          validate rule files; exit 1 listing every problem
   audit tail|verify|export   read and check the audit log (pgwarden audit --help)
+  requests                   list statements held for review [--status pending|recent] [--json]
+  approve <id>               approve [--reason TEXT] [--grant-minutes N]
+  deny <id> --reason TEXT    refuse; the agent gets the reason in its error
+  reviewer-token             print a new reviewer token and its hash for the config
+                             (requests/approve/deny: PGWARDEN_REVIEWER_TOKEN, --url or PGWARDEN_APPROVAL_URL)
 
 Options for start (each also settable as PGWARDEN_* env var or in the config file):
   --config FILE                 YAML config file (env PGWARDEN_CONFIG)
@@ -38,6 +44,12 @@ Options for start (each also settable as PGWARDEN_* env var or in the config fil
   --instance-id ID              names this instance's audit chains (default: host name)
   --audit-maxlen N | --audit-retention-hours H   stream retention (default: keep everything)
   (PGWARDEN_AUDIT_KEY: the audit chain's HMAC key, from the environment or config file only)
+  --approvals on|off            hold statements the rules send to review (default on; needs --redis)
+  --approval-listen HOST:PORT   approval page, WebSocket and API (default 127.0.0.1:6480)
+  --approval-public-url URL     the page's address as reviewers reach it (links, Origin check)
+  --approval-timeout SECONDS    how long a held statement waits for a verdict (default 300)
+  --approval-tls-cert FILE --approval-tls-key FILE   HTTPS for the page and API
+  (PGWARDEN_APPROVAL_WEBHOOK: webhook URL; reviewers and OIDC: config file, see README "Approvals")
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -49,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'explain') return explainCommand(rest);
   if (command === 'rules') return rulesCommand(rest);
   if (command === 'audit') return auditCommand(rest);
+  if (['requests', 'approve', 'deny', 'reviewer-token'].includes(command)) return requestsCommand(command, rest);
   if (command !== 'start') {
     process.stderr.write(`pgwarden: unknown command "${command}"\n\n${USAGE}`);
     return 2;

@@ -46,6 +46,14 @@ const OPTIONS: OptionSpec[] = [
   { path: ['audit', 'instanceId'], kind: 'string', env: 'PGWARDEN_INSTANCE_ID', flag: 'instance-id' },
   { path: ['audit', 'maxLen'], kind: 'int', env: 'PGWARDEN_AUDIT_MAXLEN', flag: 'audit-maxlen' },
   { path: ['audit', 'retentionHours'], kind: 'int', env: 'PGWARDEN_AUDIT_RETENTION_HOURS', flag: 'audit-retention-hours' },
+  { path: ['approval', 'enabled'], kind: 'bool', env: 'PGWARDEN_APPROVALS', flag: 'approvals' },
+  { path: ['approval', 'listen'], kind: 'string', env: 'PGWARDEN_APPROVAL_LISTEN', flag: 'approval-listen' },
+  { path: ['approval', 'publicUrl'], kind: 'string', env: 'PGWARDEN_APPROVAL_PUBLIC_URL', flag: 'approval-public-url' },
+  { path: ['approval', 'timeoutSeconds'], kind: 'int', env: 'PGWARDEN_APPROVAL_TIMEOUT', flag: 'approval-timeout' },
+  { path: ['approval', 'tls', 'cert'], kind: 'string', env: 'PGWARDEN_APPROVAL_TLS_CERT', flag: 'approval-tls-cert' },
+  { path: ['approval', 'tls', 'key'], kind: 'string', env: 'PGWARDEN_APPROVAL_TLS_KEY', flag: 'approval-tls-key' },
+  // Webhook URLs embed a secret (Slack's path token): environment or config file only.
+  { path: ['approval', 'webhook', 'url'], kind: 'string', env: 'PGWARDEN_APPROVAL_WEBHOOK' },
 ];
 
 /** Command-line flag → its setting (the CLI declares these options). */
