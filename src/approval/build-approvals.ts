@@ -64,7 +64,7 @@ export async function startHolder(config: Config, log: Logger, instance: string)
   await waiter.whenReady();
   const metrics = new ApprovalMetrics();
   let page = pageUrl(config);
-  const webhook = config.approval.webhook ? new Webhook({ url: config.approval.webhook.url, timeoutMs: config.approval.webhook.timeoutMs, pageUrl: page, log }) : null;
+  const webhook = config.approval.webhook ? new Webhook({ url: config.approval.webhook.url, timeoutMs: config.approval.webhook.timeoutMs, pageUrl: () => page, log }) : null;
   const normalizer = new SqlNormalizer();
   return {
     metrics,

@@ -164,8 +164,8 @@ export interface WebhookOptions {
   url: string;
   /** Per attempt; close() also waits at most this long. */
   timeoutMs: number;
-  /** The approval page as reviewers reach it (links). */
-  pageUrl: string;
+  /** The approval page as reviewers reach it (links); a function when it is known only later. */
+  pageUrl: string | (() => string);
   log: Logger;
   /** Undelivered messages kept; past it the oldest is dropped. Default 100. */
   maxQueue?: number;
@@ -178,7 +178,7 @@ export class Webhook {
   /** The only part of the URL that may be logged (the path and query carry the secret). */
   private readonly origin: string;
   private readonly timeoutMs: number;
-  private readonly pageUrl: string;
+  private readonly pageUrl: () => string;
   private readonly log: Logger;
   private readonly maxQueue: number;
   private readonly retries: number;
@@ -202,7 +202,8 @@ export class Webhook {
     }
     this.origin = origin;
     this.timeoutMs = opts.timeoutMs;
-    this.pageUrl = opts.pageUrl;
+    const page = opts.pageUrl;
+    this.pageUrl = typeof page === 'function' ? page : () => page;
     this.log = opts.log;
     this.maxQueue = Math.max(1, opts.maxQueue ?? 100);
     this.retries = Math.max(0, opts.retries ?? 2);
@@ -215,7 +216,7 @@ export class Webhook {
         this.log.debug({ webhook: this.origin, event }, 'webhook closed: notification not sent');
         return;
       }
-      this.queue.push(JSON.stringify(slackMessage(event, request, this.pageUrl)));
+      this.queue.push(JSON.stringify(slackMessage(event, request, this.pageUrl())));
       if (this.queue.length > this.maxQueue) {
         this.dropped += this.queue.length - this.maxQueue;
         this.queue.splice(0, this.queue.length - this.maxQueue);

@@ -425,6 +425,18 @@ export function classifyStatement(stmt: Json): StatementInfo {
     }
   }
 
+  if (node === 'CommentStmt' && isObject(n.object) && isObject(n.object.List)) {
+    // COMMENT ON TABLE/VIEW/COLUMN names its target as a String list too; a column's table is
+    // the part before the column name.
+    const parts = names(n.object.List.items);
+    const onRelation = ['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW', 'OBJECT_FOREIGN_TABLE', 'OBJECT_SEQUENCE'].includes(String(n.objtype));
+    const table = onRelation ? parts : n.objtype === 'OBJECT_COLUMN' ? parts.slice(0, -1) : [];
+    if (table.length > 0) {
+      const name = table[table.length - 1]!;
+      c.relations.push({ ...(table.length > 1 ? { schema: table[table.length - 2]! } : {}), name, access: 'ddl' });
+    }
+  }
+
   const kinds = new Set<Kind>([kind, ...c.kinds]);
   for (const st of c.settings) if (PRIVILEGE_SETTINGS.has(st.name)) kinds.add('privilege');
   return {

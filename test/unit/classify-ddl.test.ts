@@ -81,6 +81,14 @@ describe('classify: schema changes', () => {
     expect(rule.relations).toContainEqual({ name: 't', access: 'ddl' });
   });
 
+  it('finds the table a COMMENT ON TABLE / VIEW / COLUMN targets, but not other objects', () => {
+    expect(one("COMMENT ON TABLE app.payroll IS 'x'").relations).toEqual([{ schema: 'app', name: 'payroll', access: 'ddl' }]);
+    expect(one("COMMENT ON VIEW v IS 'x'").relations).toEqual([{ name: 'v', access: 'ddl' }]);
+    expect(one("COMMENT ON COLUMN app.payroll.amount IS 'x'").relations).toEqual([{ schema: 'app', name: 'payroll', access: 'ddl' }]);
+    expect(one("COMMENT ON COLUMN payroll.amount IS 'x'").relations).toEqual([{ name: 'payroll', access: 'ddl' }]);
+    expect(one("COMMENT ON SCHEMA app IS 'x'").relations).toEqual([]);
+  });
+
   it('classifies REFRESH MATERIALIZED VIEW as ddl', () => {
     expect(one('REFRESH MATERIALIZED VIEW v').kind).toBe('ddl');
   });
