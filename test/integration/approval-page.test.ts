@@ -75,10 +75,30 @@ interface Opened {
 }
 
 const opened: Opened[] = [];
+const agents: pg.Client[] = [];
+
+/** An agent (node-postgres on the proxy) that afterEach disconnects. */
+async function newAgent(): Promise<Awaited<ReturnType<typeof agent>>> {
+  const a = await agent(inst.url(db.name));
+  agents.push(a);
+  return a;
+}
 
 afterEach(async () => {
   const all = opened.splice(0);
   await Promise.all(all.map((o) => o.context.close()));
+  // A failed test must not leave requests behind for the next one (nor agents waiting on them).
+  refuseWebSockets = false;
+  const left = await callApi(inst.api, alice.token, 'GET', '/api/requests?status=pending');
+  for (const r of left.json.requests as { id: string }[]) {
+    await callApi(inst.api, alice.token, 'POST', `/api/requests/${r.id}/deny`, { reason: 'test cleanup' });
+  }
+  await Promise.all(
+    agents
+      .splice(0)
+      .filter((a) => !(a as unknown as { connection: { stream: { destroyed: boolean } } }).connection.stream.destroyed)
+      .map((a) => Promise.race([a.end().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())])),
+  );
   // Whatever a test did, the page never broke its own CSP and never threw.
   for (const o of all) {
     expect(o.cspViolations).toEqual([]);
@@ -129,14 +149,22 @@ async function signedIn(token: string): Promise<Opened> {
   return o;
 }
 
-const card = (page: Page, id: string): Locator => page.locator(`#pending article[data-request-id="${id}"]`);
-const recentItem = (page: Page, id: string): Locator => page.locator(`#recent li[data-request-id="${id}"]`);
+const cardSel = (id: string) => `#pending article[data-request-id="${id}"]`;
+const recentSel = (id: string) => `#recent li[data-request-id="${id}"]`;
+const card = (page: Page, id: string): Locator => page.locator(cardSel(id));
+const recentItem = (page: Page, id: string): Locator => page.locator(recentSel(id));
 
-/** Waits until the locator's text matches (a bounded poll by playwright, not a sleep). */
-async function waitText(loc: Locator, re: RegExp): Promise<void> {
-  await loc.page().waitForFunction(
-    ({ el, src, flags }) => el !== null && new RegExp(src, flags).test(el.textContent ?? ''),
-    { el: await loc.elementHandle(), src: re.source, flags: re.flags },
+/**
+ * Waits until the text of the element `selector` matches (playwright polls on animation frames,
+ * bounded). By selector, not element: the page replaces list items when a request changes.
+ */
+async function waitText(page: Page, selector: string, re: RegExp): Promise<void> {
+  await page.waitForFunction(
+    ({ sel, src, flags }) => {
+      const el = document.querySelector(sel);
+      return el !== null && new RegExp(src, flags).test(el.textContent ?? '');
+    },
+    { sel: selector, src: re.source, flags: re.flags },
     { timeout: UI_TIMEOUT },
   );
 }
@@ -167,7 +195,8 @@ async function stateOf(id: string): Promise<string> {
 
 describe('the approval page in a browser', () => {
   it('shows a held statement live, without its literal, and approving it runs it', async () => {
-    const { page, wsFrames, navigations } = await signedIn(alice.token);
+    const tab = await signedIn(alice.token);
+    const { page, wsFrames } = tab;
     await expect(page.locator('#status').textContent()).resolves.toBe('live');
     await expect(page.locator('#reviewer').textContent()).resolves.toBe('alice');
     expect(await page.locator('#sign-in-view').isHidden()).toBe(true);
@@ -180,14 +209,14 @@ describe('the approval page in a browser', () => {
       }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
     }, 'pagesecret');
 
-    const a = await agent(inst.url(db.name));
+    const a = await newAgent();
     const running = watch(a.query("CREATE TABLE page_t1 AS SELECT 'pagesecret'::text AS x"));
     const id = await heldId(a);
 
     // Pushed over the WebSocket: no reload, no polling.
     const item = card(page, id);
     await item.waitFor();
-    expect(navigations).toBe(1);
+    expect(tab.navigations).toBe(1);
     await expect(item.locator('h3').textContent()).resolves.toBe(`postgres on ${db.name}`);
     await expect(item.locator('dt:text-is("Database") + dd').textContent()).resolves.toContain(db.name);
     await expect(item.locator('dt:text-is("Rule") + dd').textContent()).resolves.toContain('schema-changes');
@@ -208,7 +237,7 @@ describe('the approval page in a browser', () => {
     const rec = recentItem(page, id);
     await rec.waitFor();
     await item.waitFor({ state: 'detached' });
-    await waitText(rec.locator('[data-field="state"]'), /^Done$/);
+    await waitText(page, `${recentSel(id)} [data-field="state"]`, /^Done$/);
     await expect(rec.locator('[data-field="by"]').textContent()).resolves.toBe('by alice');
     await expect(rec.locator('[data-field="reason"]').textContent()).resolves.toBe('Reason: planned migration');
 
@@ -216,12 +245,11 @@ describe('the approval page in a browser', () => {
     expect(await page.evaluate(() => document.documentElement.outerHTML)).not.toContain('pagesecret');
     expect(wsFrames.length).toBeGreaterThan(0);
     expect(wsFrames.join('\n')).not.toContain('pagesecret');
-    await a.end();
   });
 
   it('deny needs a reason (nothing is sent without one); with one, the agent gets 42501 naming the reviewer', async () => {
     const { page, requests } = await signedIn(bob.token);
-    const a = await agent(inst.url(db.name));
+    const a = await newAgent();
     const running = watch(a.query('DROP TABLE some_table'));
     const id = await heldId(a);
     const item = card(page, id);
@@ -230,7 +258,7 @@ describe('the approval page in a browser', () => {
     // No reason: the page says so, marks the field, and sends nothing.
     await item.locator('[data-action="deny"]').click();
     const error = item.locator('[data-field="error"]');
-    await waitText(error, /reason/i);
+    await waitText(page, `${cardSel(id)} [data-field="error"]`, /reason/i);
     expect(await error.isVisible()).toBe(true);
     const reason = item.locator('[data-field="reason"]');
     await expect(reason.getAttribute('aria-invalid')).resolves.toBe('true');
@@ -241,7 +269,7 @@ describe('the approval page in a browser', () => {
 
     // Typing clears the complaint; denying with a reason goes through.
     await reason.fill('not now');
-    await waitText(error, /^$/);
+    await waitText(page, `${cardSel(id)} [data-field="error"]`, /^$/);
     await item.locator('[data-action="deny"]').click();
     const err = (await running.promise.then(
       () => expect.fail('the denied statement ran'),
@@ -261,12 +289,11 @@ describe('the approval page in a browser', () => {
     // Exactly one decision went to the server: the one with a reason.
     const decisions = requests.filter((r) => r.method === 'POST');
     expect(decisions).toEqual([{ method: 'POST', url: `${inst.api}/api/requests/${id}/deny` }]);
-    await a.end();
   });
 
   it('no self-approval: the server\'s 403 text is shown on the request, which stays pending', async () => {
     const { page } = await signedIn(carol.token); // carol acts as database user postgres
-    const a = await agent(inst.url(db.name));
+    const a = await newAgent();
     const running = watch(a.query('CREATE TABLE page_self (id int)'));
     const id = await heldId(a);
     const item = card(page, id);
@@ -280,7 +307,7 @@ describe('the approval page in a browser', () => {
     const serverText = ((await response.json()) as { error: string }).error;
     expect(serverText).toMatch(/act as/);
     const error = item.locator('[data-field="error"]');
-    await waitText(error, /act as/);
+    await waitText(page, `${cardSel(id)} [data-field="error"]`, /act as/);
     await expect(error.textContent()).resolves.toBe(serverText);
     expect(await error.isVisible()).toBe(true);
 
@@ -295,12 +322,11 @@ describe('the approval page in a browser', () => {
     await callApi(inst.api, alice.token, 'POST', `/api/requests/${id}/deny`, { reason: 'cleanup' });
     await running.promise.catch(() => undefined);
     await item.waitFor({ state: 'detached' });
-    await a.end();
   });
 
   it('withdrawal: the agent disconnects and the request leaves the pending list', async () => {
     const { page } = await signedIn(alice.token);
-    const a = await agent(inst.url(db.name));
+    const a = await newAgent();
     void a.query('CREATE TABLE page_withdrawn (id int)').catch(() => undefined);
     const id = await heldId(a);
     const item = card(page, id);
@@ -317,7 +343,8 @@ describe('the approval page in a browser', () => {
   });
 
   it('a dropped WebSocket: the page says it is reconnecting, comes back live with a fresh list, and keeps receiving', async () => {
-    const { page, wsUrls, navigations } = await signedIn(alice.token);
+    const tab = await signedIn(alice.token);
+    const { page, wsUrls } = tab;
     expect(wsSockets.size).toBeGreaterThan(0);
     // Every state the status label goes through, as the reviewer would see it.
     await page.evaluate(() => {
@@ -327,14 +354,20 @@ describe('the approval page in a browser', () => {
       new MutationObserver(() => w.__pgwStates.push(status.dataset.state ?? '')).observe(status, { attributes: true, attributeFilter: ['data-state'] });
     });
 
+    // A request the reviewer has started on: the reason they are typing must survive.
+    const a0 = await newAgent();
+    const before = watch(a0.query('CREATE TABLE page_before_outage (id int)'));
+    const id0 = await heldId(a0);
+    await card(page, id0).locator('[data-field="reason"]').fill('half-typed reason');
+
     // The network drops the socket, and reconnects fail for a while.
     refuseWebSockets = true;
     for (const s of wsSockets) s.destroy();
     await page.locator('#status[data-state="reconnecting"]').waitFor();
-    await waitText(page.locator('#status'), /reconnecting/);
+    await waitText(page, '#status', /reconnecting/);
 
     // Held while the page is cut off: it cannot know yet.
-    const a1 = await agent(inst.url(db.name));
+    const a1 = await newAgent();
     const during = watch(a1.query('CREATE TABLE page_during_outage (id int)'));
     const id1 = await heldId(a1);
     expect(await card(page, id1).count()).toBe(0);
@@ -346,8 +379,9 @@ describe('the approval page in a browser', () => {
     await page.locator('#status[data-state="live"]').waitFor({ timeout: 15_000 });
     await expect(page.locator('#status').textContent()).resolves.toBe('live');
     await card(page, id1).waitFor();
+    await expect(card(page, id0).locator('[data-field="reason"]').inputValue()).resolves.toBe('half-typed reason');
     expect(await page.locator('#sign-in-view').isHidden()).toBe(true);
-    expect(navigations).toBe(1);
+    expect(tab.navigations).toBe(1);
     expect(wsUrls.length).toBeGreaterThanOrEqual(2);
     const states = await page.evaluate(() => (window as unknown as { __pgwStates: string[] }).__pgwStates);
     expect(states[0]).toBe('live');
@@ -355,17 +389,14 @@ describe('the approval page in a browser', () => {
     expect(states.at(-1)).toBe('live');
 
     // And the new socket gets pushes: a request held now appears by itself.
-    const a2 = await agent(inst.url(db.name));
+    const a2 = await newAgent();
     const after = watch(a2.query('CREATE TABLE page_after_reconnect (id int)'));
     const id2 = await heldId(a2);
     await card(page, id2).waitFor();
 
-    for (const id of [id1, id2]) await callApi(inst.api, alice.token, 'POST', `/api/requests/${id}/deny`, { reason: 'cleanup' });
-    await Promise.all([during.promise.catch(() => undefined), after.promise.catch(() => undefined)]);
-    await card(page, id1).waitFor({ state: 'detached' });
-    await card(page, id2).waitFor({ state: 'detached' });
-    await a1.end();
-    await a2.end();
+    for (const id of [id0, id1, id2]) await callApi(inst.api, alice.token, 'POST', `/api/requests/${id}/deny`, { reason: 'cleanup' });
+    await Promise.all([before, during, after].map((w) => w.promise.catch(() => undefined)));
+    for (const id of [id0, id1, id2]) await card(page, id).waitFor({ state: 'detached' });
   });
 
   it('works by keyboard alone: sign in, reach a request\'s reason field and approve button with Tab', async () => {
@@ -376,7 +407,7 @@ describe('the approval page in a browser', () => {
     await page.keyboard.press('Enter');
     await page.locator('#status[data-state="live"]').waitFor();
 
-    const a = await agent(inst.url(db.name));
+    const a = await newAgent();
     const running = watch(a.query('CREATE TABLE page_keyboard (id int)'));
     const id = await heldId(a);
     await card(page, id).waitFor();
@@ -409,7 +440,6 @@ describe('the approval page in a browser', () => {
     await rec.waitFor();
     await expect(rec.locator('[data-field="reason"]').textContent()).resolves.toBe('Reason: keyboard approval');
     await expect(rec.locator('[data-field="by"]').textContent()).resolves.toBe('by alice');
-    await a.end();
   });
 
   it('keeps the token out of URLs and localStorage, and runs under its Content-Security-Policy', async () => {
