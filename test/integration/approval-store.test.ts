@@ -115,4 +115,32 @@ describe('ApprovalStore', () => {
     await new Promise((r) => setTimeout(r, 250));
     expect(await store.findGrant('agent', 'shop', 'fp1')).toBeNull();
   });
+
+  it('caps pending requests per database user across callers; finished ones free a slot', async () => {
+    const user = `capped_${Date.now()}`;
+    const mk = () => store.create(held({ session: { id: 9, user, database: 'shop', application: '', client: 'x' } }), 2);
+    const r1 = await mk();
+    await mk();
+    await expect(mk()).rejects.toMatchObject({ name: 'ApprovalCapReached', pending: 2 });
+    await store.deny(r1.id, 'alice', 'no');
+    expect((await mk()).state).toBe('pending');
+    // a request past its deadline no longer counts
+    const other = `late_${Date.now()}`;
+    await store.create(held({ session: { id: 9, user: other, database: 'shop', application: '', client: 'x' }, expiresAt: Date.now() - 1 }), 1);
+    expect((await store.create(held({ session: { id: 9, user: other, database: 'shop', application: '', client: 'x' } }), 1)).state).toBe('pending');
+  });
+
+  it('lists decided requests newest first as recent, and overdue pending ones for the janitor', async () => {
+    const a = await store.create(held());
+    const b = await store.create(held());
+    await store.deny(a.id, 'alice', 'no');
+    await new Promise((r) => setTimeout(r, 5));
+    await store.withdraw(b.id);
+    const recent = (await store.recent()).map((r) => r.id);
+    expect(recent.indexOf(b.id)).toBeLessThan(recent.indexOf(a.id));
+    expect(recent.indexOf(a.id)).toBeGreaterThanOrEqual(0);
+    const late = await store.create(held({ expiresAt: Date.now() - 10 }));
+    expect(await store.overdue()).toContain(late.id);
+    expect((await store.pending()).map((r) => r.id)).not.toContain(late.id);
+  });
 });

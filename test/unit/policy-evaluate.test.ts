@@ -463,3 +463,59 @@ describe('evaluate: fastpath', () => {
     expect(new PolicyJudge({ current: p }, classifier).judge(functionCallRequest(), session())).toSatisfy(allowedWithoutCap);
   });
 });
+
+describe('evaluate: review terms', () => {
+  const policy = policyOf(`
+policy:
+  rules:
+    - name: ddl
+      match: { kind: [ddl] }
+      action: review
+    - name: payroll
+      match: { relations: [payroll] }
+      action: review
+      review: { approvers: 2, reviewers: [dba, hr], grants: false, timeout_seconds: 600 }
+    - name: payroll-fast
+      match: { relations: [payroll], kind: [ddl] }
+      action: review
+      review: { reviewers: [hr, security], timeout_seconds: 60 }
+`);
+
+  it('a review rule carries its terms; defaults when it names none', () => {
+    expect(verdict(policy, 'DROP TABLE orders').review).toEqual({ approvers: 1, reviewers: [], grants: true });
+    expect(verdict(policy, 'DELETE FROM payroll').review).toEqual({ approvers: 2, reviewers: ['dba', 'hr'], grants: false, timeoutSeconds: 600 });
+  });
+
+  it('several review rules: most approvers, no grants if any forbids, shortest timeout, groups all rules accept', () => {
+    const v = verdict(policy, 'DROP TABLE payroll');
+    expect(v.rule).toBe('ddl');
+    expect(v.review).toEqual({ approvers: 2, reviewers: ['hr'], grants: false, timeoutSeconds: 60 });
+  });
+
+  it('review settings on a deny or allow rule are an error', () => {
+    expect(() => policyOf(`
+policy:
+  rules:
+    - name: x
+      match: { kind: [ddl] }
+      action: deny
+      review: { approvers: 2 }
+`)).toThrow(/review/);
+  });
+
+  it('the judge hands a review verdict on as a refusal carrying the terms (refused unless a gate holds it)', () => {
+    const frame = typedFrame(fe.query('DELETE FROM payroll WHERE id = 1'));
+    const request: Request = { kind: 'simple', messages: [{ frame, msg: decodeFrontendMessage(frame) }], end: 'none', bytes: frame.bytes.length };
+    const session: SessionInfo = {
+      id: 1, startupParams: new Map([['user', 'agent']]), user: 'agent', database: 'app', clientAddress: '127.0.0.1', tls: false,
+      txStatus: 'I', transactionSince: null, notify: () => {}, serverParams: new Map(), statementCandidates: () => [], portalCandidates: () => [],
+    };
+    const d = new PolicyJudge({ current: policy }, classifier).judge(request, session);
+    expect(d).toMatchObject({
+      action: 'deny',
+      rule: 'payroll',
+      error: { code: '42501', message: 'statement requires approval: payroll; no approval channel is configured' },
+      review: { approvers: 2, reviewers: ['dba', 'hr'], grants: false, timeoutSeconds: 600 },
+    });
+  });
+});
