@@ -1,3 +1,4 @@
+import { selectLineage, type SelectLineage } from '../masking/lineage.js';
 import type { Kind, RelationRef, SettingChange, StatementInfo } from './statement-info.js';
 
 /**
@@ -452,7 +453,20 @@ export function classifyStatement(stmt: Json): StatementInfo {
     ...(uses ? { uses } : {}),
     ...(forgets ? { forgets } : {}),
     ...(serverFileAccess ? { serverFileAccess } : {}),
+    ...lineageOf(node, n),
   };
+}
+
+/** Output-column lineage for statements that return rows (masking of expression columns). */
+function lineageOf(node: string, n: Json): { lineage?: SelectLineage } {
+  if (node === 'SelectStmt') return { lineage: selectLineage(n) };
+  if (node === 'DeclareCursorStmt' && isObject(n.query) && isObject(n.query.SelectStmt)) return { lineage: selectLineage(n.query.SelectStmt as Json) };
+  if ((node === 'InsertStmt' || node === 'UpdateStmt' || node === 'DeleteStmt' || node === 'MergeStmt') && Array.isArray(n.returningList)) {
+    // RETURNING reads the target table like a select list over it (plus UPDATE/DELETE's FROM/USING).
+    const from = [{ RangeVar: n.relation }, ...(Array.isArray(n.fromClause) ? n.fromClause : []), ...(Array.isArray(n.usingClause) ? n.usingClause : [])];
+    return { lineage: selectLineage({ targetList: n.returningList, fromClause: from, ...(n.withClause ? { withClause: n.withClause } : {}) }) };
+  }
+  return {};
 }
 
 function dedupeRelations(rs: RelationRef[]): RelationRef[] {

@@ -1,3 +1,4 @@
+import type { SelectLineage } from '../masking/lineage.js';
 /**
  * What classification knows about one SQL statement. Produced from PostgreSQL's own parse tree
  * (libpg-query), by AST node and field, never by the first keyword.
@@ -50,6 +51,8 @@ export interface StatementInfo {
   forgets?: { type: 'prepared' | 'cursor' | 'all'; name: string | null };
   /** COPY ... TO/FROM a server file or PROGRAM. */
   serverFileAccess?: boolean;
+  /** Statements returning rows: where each output column comes from (masking). */
+  lineage?: SelectLineage;
 }
 
 export type ClassifyResult =

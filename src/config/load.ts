@@ -54,6 +54,9 @@ const OPTIONS: OptionSpec[] = [
   { path: ['approval', 'tls', 'key'], kind: 'string', env: 'PGWARDEN_APPROVAL_TLS_KEY', flag: 'approval-tls-key' },
   // Webhook URLs embed a secret (Slack's path token): environment or config file only.
   { path: ['approval', 'webhook', 'url'], kind: 'string', env: 'PGWARDEN_APPROVAL_WEBHOOK' },
+  // Secrets and credentials: environment or config file only.
+  { path: ['masking', 'hashKey'], kind: 'string', env: 'PGWARDEN_MASK_KEY' },
+  { path: ['masking', 'catalogUrl'], kind: 'string', env: 'PGWARDEN_MASK_CATALOG_URL' },
 ];
 
 /** Command-line flag → its setting (the CLI declares these options). */

@@ -174,6 +174,24 @@ export const configSchema = z
         reviewers: [],
         actsAs: {},
       }),
+    masking: z
+      .object({
+        /**
+         * HMAC key of the `hash` strategy (a secret: PGWARDEN_MASK_KEY). Every instance needs the
+         * same key for hashes to join. Default: derived from the audit key.
+         */
+        hashKey: z.string().min(32, 'the masking key needs at least 32 characters').optional(),
+        /**
+         * postgres:// URL (pgwarden's own user) of the side connection that reads which table
+         * columns are masked (pg_class, pg_attribute, views); the database is each session's.
+         * Default: the upstream URL as user postgres.
+         */
+        catalogUrl: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL').optional(),
+        /** The catalog is read again after DDL and at least this often. */
+        refreshSeconds: z.number().int().min(1).default(60),
+      })
+      .strict()
+      .default({ refreshSeconds: 60 }),
     /** Directory of rule files (*.yaml). Default: the rules/ directory shipped with pgwarden. */
     rulesDir: z.string().optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

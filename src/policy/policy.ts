@@ -1,4 +1,5 @@
 import type { Kind } from '../classify/statement-info.js';
+import { NO_MASKING, type MaskRules } from '../masking/mask-rules.js';
 import { compileGlob, type Glob } from './glob.js';
 import type { Action, MatchInput, RuleInput } from './rules-schema.js';
 
@@ -55,6 +56,9 @@ export interface Policy {
   fastpath: Action;
   rules: CompiledRule[];
   sensitive: { tables: NamePattern[]; rowThreshold: number; rowCap: number | null };
+  masking: MaskRules;
+  /** Statements copying masked data elsewhere: review or deny. */
+  maskedCopy: 'review' | 'deny';
 }
 
 export function compileNamePattern(pattern: string): NamePattern {
@@ -109,5 +113,7 @@ export function emptyPolicy(): Policy {
     fastpath: 'deny',
     rules: [],
     sensitive: { tables: [], rowThreshold: 1000, rowCap: null },
+    masking: NO_MASKING,
+    maskedCopy: 'review',
   };
 }

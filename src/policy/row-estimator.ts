@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { sidePool } from '../server/side-pool.js';
 import { Lru } from '../classify/lru.js';
 import type { Logger } from '../logger.js';
 
@@ -22,18 +23,7 @@ export class RowEstimator {
   private pool(database: string): pg.Pool {
     let p = this.pools.get(database);
     if (!p) {
-      const u = new URL(this.url);
-      p = new pg.Pool({
-        host: decodeURIComponent(u.hostname),
-        port: Number(u.port || 5432),
-        user: decodeURIComponent(u.username) || 'postgres',
-        password: u.password ? decodeURIComponent(u.password) : undefined,
-        database,
-        max: 2,
-        idleTimeoutMillis: 30_000,
-        application_name: 'pgwarden-estimator',
-      });
-      p.on('error', () => {});
+      p = sidePool(this.url, database, 'pgwarden-estimator');
       this.pools.set(database, p);
     }
     return p;

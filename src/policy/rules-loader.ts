@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
+import { compileMasking } from '../masking/mask-rules.js';
 import { compileNamePattern, compileRule, emptyPolicy, type Policy } from './policy.js';
 import { rulesFileSchema } from './rules-schema.js';
 
@@ -49,6 +50,7 @@ export function compileRules(docs: { file: string; text: string }[]): Policy {
   const definedIn = new Map<string, string>();
   const names = new Map<string, string>();
   let rowThreshold: number | undefined;
+  const masking: Parameters<typeof compileMasking>[0] = [];
   let rowCap: number | undefined;
 
   const setOnce = (key: string, file: string, apply: () => void) => {
@@ -90,6 +92,8 @@ export function compileRules(docs: { file: string; text: string }[]): Policy {
     if (p?.default !== undefined) setOnce('policy.default', file, () => (policy.default = p.default!));
     if (p?.unanalysable !== undefined) setOnce('policy.unanalysable', file, () => (policy.unanalysable = p.unanalysable!));
     if (p?.fastpath !== undefined) setOnce('policy.fastpath', file, () => (policy.fastpath = p.fastpath!));
+    if (p?.masked_copy !== undefined) setOnce('policy.masked_copy', file, () => (policy.maskedCopy = p.masked_copy!));
+    (data.masking ?? []).forEach((entry, index) => masking.push({ entry, file: base, index }));
     (p?.rules ?? []).forEach((rule, i) => {
       const prev = names.get(rule.name);
       if (prev !== undefined) {
@@ -104,7 +108,10 @@ export function compileRules(docs: { file: string; text: string }[]): Policy {
     if (s?.row_threshold !== undefined) setOnce('sensitive.row_threshold', file, () => (rowThreshold = s.row_threshold));
     if (s?.row_cap !== undefined) setOnce('sensitive.row_cap', file, () => (rowCap = s.row_cap));
   }
+  const compiledMasking = compileMasking(masking);
+  problems.push(...compiledMasking.problems);
   if (problems.length > 0) throw new RulesInvalid(problems);
+  policy.masking = compiledMasking.rules;
   if (rowThreshold !== undefined) policy.sensitive.rowThreshold = rowThreshold;
   policy.sensitive.rowCap = rowCap ?? null;
   policy.version = hash.digest('hex').slice(0, 12);

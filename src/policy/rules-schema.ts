@@ -56,10 +56,36 @@ export const ruleSchema = z
   .strict()
   .refine((r) => r.review === undefined || r.action === 'review', { message: '`review` settings apply only to rules with action: review', path: ['review'] });
 
+/** How one masked column is shown (see src/masking/strategies.ts). */
+export const maskStrategySchema = z.union([
+  z.enum(['redact', 'partial_email', 'hash', 'null']),
+  z.object({ strategy: z.literal('redact'), text: z.string().max(200).optional() }).strict(),
+  z.object({ strategy: z.enum(['keep_first', 'keep_last']), count: z.number().int().min(1).max(64) }).strict(),
+  z.object({ strategy: z.literal('fixed'), value: z.string().max(200) }).strict(),
+  z.object({ strategy: z.enum(['partial_email', 'hash', 'null']) }).strict(),
+]);
+
+/** One table's masked columns. Exact names (no patterns): a PII column is named, not guessed. */
+export const maskingEntrySchema = z
+  .object({
+    table: z.string().regex(/^[^.*?\s]+\.[^.*?\s]+$/, 'write schema.table (exact names, no patterns)'),
+    columns: z.record(z.string().min(1).max(63), maskStrategySchema).refine((c) => Object.keys(c).length > 0, 'list at least one column'),
+    /** Database users that see raw values (e.g. the data protection officer). */
+    exempt: z.array(identifierPattern).optional(),
+  })
+  .strict();
+
 export const rulesFileSchema = z
   .object({
+    /** PII columns masked in every result an agent receives. */
+    masking: z.array(maskingEntrySchema).optional(),
     policy: z
       .object({
+        /**
+         * Statements that copy masked data elsewhere (INSERT ... SELECT, UPDATE ... FROM,
+         * CREATE TABLE AS, COPY ... TO over a masked table): review (default) or deny.
+         */
+        masked_copy: z.enum(['review', 'deny']).optional(),
         /** For statements no rule matches. */
         default: z.enum(ACTIONS).optional(),
         /** For statements that cannot be analysed and that no rule matches (default: review). */

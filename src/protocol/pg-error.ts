@@ -112,6 +112,18 @@ export const pgError = {
     message: `pgwarden: too many statements awaiting review for user "${user}" (${pending} pending)`,
     hint: 'Wait for reviewers to decide the pending ones (approval.maxPendingPerUser).',
   }),
+  maskingUnavailable: (): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.SystemError,
+    message: 'pgwarden: the masking catalog is unavailable, so a statement reading masked tables was not run',
+    hint: 'pgwarden could not read which columns are masked (masking.catalogUrl); see the pgwarden log.',
+  }),
+  maskedSideChannel: (fn: string): PgErrorFields => ({
+    severity: 'ERROR',
+    code: SqlState.InsufficientPrivilege,
+    message: `pgwarden: ${fn} cannot be used in a statement that reads masked columns`,
+    detail: 'Its value would reach the client outside the masked result (a notification payload or a reported setting).',
+  }),
   unparsable: (parserMessage: string, position?: number): PgErrorFields => ({
     severity: 'ERROR',
     code: SqlState.SyntaxError,

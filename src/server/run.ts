@@ -8,6 +8,10 @@ import { approvalsEnabled, startHolder, startReviewServer, type Holder, type Rev
 import { ApprovalMetrics, sumSnapshots, type MetricsSnapshot } from '../approval/metrics.js';
 import type { RulesStore } from '../policy/rules-store.js';
 import type { RequestJudge } from '../session/decision.js';
+import type { ApprovalAudit } from '../approval/approval-gate.js';
+import { createMaskCatalog, maskingKey } from '../masking/build-masking.js';
+import type { MaskCatalog } from '../masking/mask-catalog.js';
+import { MaskingJudge } from '../masking/masking-judge.js';
 import { buildPolicyJudge } from '../policy/build-judge.js';
 import { startHealthServer } from './health.js';
 import { startProxy, type RunningProxy } from './proxy-server.js';
@@ -52,16 +56,19 @@ function instanceName(config: Config, workerId: number): string {
   return `${config.audit.instanceId ?? os.hostname()}/w${workerId}`;
 }
 
-/** Policy → approval gate (with Redis) → audit, for one process that holds connections. */
-async function buildJudge(config: Config, log: Logger, workerId: number): Promise<{ audit: AuditSetup; holder: Holder | null; rules: RulesStore }> {
+/** Policy → masking → approval gate (with Redis) → audit, for one process that holds connections. */
+async function buildJudge(config: Config, log: Logger, workerId: number): Promise<{ audit: AuditSetup; holder: Holder | null; rules: RulesStore; catalog: MaskCatalog }> {
   const { judge: policyJudge, rules } = await buildPolicyJudge(config, log);
   const holder = approvalsEnabled(config) ? await startHolder(config, log, instanceName(config, workerId)) : null;
   if (!holder && config.approval.enabled) log.warn('approvals need Redis (redisUrl): statements that need review are refused');
-  const inner = holder
-    ? (a: Parameters<Holder['wrap']>[1]): RequestJudge => holder.wrap(policyJudge, a, () => rules.current.version)
-    : policyJudge;
+  const catalog = createMaskCatalog(config, log);
+  const key = maskingKey(config, log);
+  const inner = (a: ApprovalAudit | null): RequestJudge => {
+    const masking = new MaskingJudge(policyJudge, { policy: rules, catalog, key, audit: a, log });
+    return holder ? holder.wrap(masking, a, () => rules.current.version) : masking;
+  };
   const audit = await withAudit(config, inner, rules, log, workerId);
-  return { audit, holder, rules };
+  return { audit, holder, rules, catalog };
 }
 
 export interface RunningInstance {
@@ -75,7 +82,7 @@ export interface RunningInstance {
 
 /** One process doing everything: proxy, approval gate, review server, audit (also used by tests). */
 export async function startInstance(config: Config, log: Logger): Promise<RunningInstance> {
-  const { audit, holder, rules } = await buildJudge(config, log, 0);
+  const { audit, holder, rules, catalog } = await buildJudge(config, log, 0);
   const proxy = await startProxy(config, { log, judge: audit.judge });
   const review = holder
     ? await startReviewServer(config, log, { audit: audit.sink ? approvalAuditOf(audit.sink) : null, metrics: () => holder.metrics.snapshot() })
@@ -91,6 +98,7 @@ export async function startInstance(config: Config, log: Logger): Promise<Runnin
       await review?.close();
       await holder?.close();
       await audit.close();
+      await catalog.close();
       rules.close();
     },
   };
@@ -181,7 +189,7 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
 async function runWorker(config: Config, log: Logger): Promise<void> {
   const workerId = Number(process.env.PGWARDEN_WORKER_ID ?? '0');
   const wlog = log.child({ worker: workerId });
-  const { audit, holder } = await buildJudge(config, wlog, workerId);
+  const { audit, holder, catalog } = await buildJudge(config, wlog, workerId);
   const proxy = await startProxy(config, {
     judge: audit.judge,
     log: wlog,
@@ -203,6 +211,7 @@ async function runWorker(config: Config, log: Logger): Promise<void> {
     await proxy.shutdown();
     await holder?.close();
     await audit.close();
+    await catalog.close();
     process.exit(0);
   };
   process.on('message', (m: unknown) => {

@@ -46,6 +46,8 @@ export type Decision =
       about?: readonly JudgedAbout[];
       /** Called once when the server has answered the request (its ReadyForQuery arrived). */
       onDone?: (outcome: RequestOutcome) => void;
+      /** The answer shows masked columns: it goes through this masker (session/mask-windows.ts). */
+      mask?: { masker: AnswerMasker; done?: (masker: AnswerMasker) => void };
       /** Allowed by a reviewer's approval or a grant: recorded before it is forwarded. */
       approval?: { id: string; by: string; grant?: string };
     }
@@ -63,6 +65,18 @@ export type Decision =
       /** Refused by a reviewer (or the hold ended without approval). */
       approval?: { id: string; by: string };
     };
+
+/** Rewrites one request's answer (masking/result-masker.ts implements it). */
+export interface AnswerMasker {
+  onRowDescription(frame: Buffer): Buffer;
+  onDataRow(frame: Buffer): Buffer;
+  /** The result ended (CommandComplete, EmptyQueryResponse, PortalSuspended, ErrorResponse). */
+  endResult(): void;
+  /** NoData. */
+  clearPlan(): void;
+  /** Masked columns seen (column → strategy label), for the audit log. */
+  readonly maskedColumns: ReadonlyMap<string, string>;
+}
 
 /** What a review rule asked for, as the approval gate needs it. */
 export interface ReviewRequest {

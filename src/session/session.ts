@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { serialize } from 'pg-protocol';
 import { Writer } from 'pg-protocol/dist/buffer-writer.js';
 import tls from 'node:tls';
 import type { Logger } from '../logger.js';
@@ -27,7 +28,8 @@ import type { Decision, RequestJudge } from './decision.js';
 import { Outcomes } from './outcomes.js';
 import { RowCaps } from './row-caps.js';
 import { OutputBatch } from './output-batch.js';
-import type { Request } from './request.js';
+import { MaskWindows } from './mask-windows.js';
+import type { ReceivedMessage, Request } from './request.js';
 import { RequestAssembler } from './request-assembler.js';
 import type { SessionInfo } from './session-info.js';
 import { StatementTracker } from './statement-tracker.js';
@@ -111,6 +113,7 @@ export class Session implements SessionInfo, CancelTarget {
    */
   private injected: { ready: number; replacement: Buffer | null }[] = [];
   private readonly rowCaps = new RowCaps();
+  private readonly maskWindows = new MaskWindows();
   private readonly outcomes = new Outcomes();
   /** Why the session ended (a SQLSTATE, or who hung up), for the decision step's closed() hook. */
   private endReason = 'client-disconnected';
@@ -408,8 +411,12 @@ export class Session implements SessionInfo, CancelTarget {
   private apply(request: Request, decision: Decision): void {
     if (decision.action === 'allow') {
       const from = this.readyExpected;
-      this.forward(request);
+      const describes = this.forward(request, decision.mask !== undefined);
       const to = Math.max(this.readyExpected, from + 1);
+      if (decision.mask) {
+        const { masker, done } = decision.mask;
+        this.maskWindows.track(masker, from, to, describes, done ?? (() => {}));
+      }
       if (decision.rowCap) this.rowCaps.track(decision.rowCap, from, to);
       if (decision.onDone) this.outcomes.watch(decision.onDone, from, to);
       return;
@@ -438,8 +445,22 @@ export class Session implements SessionInfo, CancelTarget {
     this.toUpstream.push(ABORT_TRANSACTION);
   }
 
-  private forward(request: Request): void {
+  /**
+   * Forwards a request's messages. For a masked request, each Execute not directly preceded by
+   * a Describe of its portal gets one (see MaskWindows); returns the describes in order.
+   */
+  private forward(request: Request, masked = false): ('client' | 'injected')[] {
+    const describes: ('client' | 'injected')[] = [];
+    let previous: ReceivedMessage['msg'] | null = null;
     for (const { frame, msg } of request.messages) {
+      if (masked) {
+        if (msg.type === 'Describe') describes.push('client');
+        else if (msg.type === 'Execute' && !(previous?.type === 'Describe' && previous.target === 'P' && previous.name === msg.portal)) {
+          describes.push('injected');
+          this.toUpstream.push(serialize.describe({ type: 'P', name: msg.portal }));
+        }
+        previous = msg;
+      }
       this.tracker.observe(msg);
       if (msg.type === 'Bind') this.rowCaps.portalBound(msg.portal);
       if (msg.type === 'Query' || msg.type === 'FunctionCall' || (msg.type === 'Sync' && !this.copyIn)) {
@@ -448,6 +469,7 @@ export class Session implements SessionInfo, CancelTarget {
       this.toUpstream.push(frame.bytes);
     }
     if (request.kind !== 'copy-data') this.lastForwardedSyncedExtended = request.kind === 'extended' && request.end === 'Sync';
+    return describes;
   }
 
   /**
@@ -530,6 +552,11 @@ export class Session implements SessionInfo, CancelTarget {
       return;
     }
     if (this.phase === 'ready') this.tracker.onServerMessage(frame.tag);
+    if (!this.maskWindows.idle && frame.tag !== BackendTag.ReadyForQuery) {
+      const out = this.maskWindows.onFrame(this.readySeen, frame.tag, frame.bytes);
+      if (out === null) return;
+      if (out !== undefined && out !== frame.bytes) frame = { ...frame, bytes: out };
+    }
     switch (frame.tag) {
       case BackendTag.ReadyForQuery:
         this.txStatus = readyForQueryStatus(frame);
@@ -543,6 +570,7 @@ export class Session implements SessionInfo, CancelTarget {
         if (this.outstanding > 0) this.readySeen++;
         if (this.injected[0]?.ready === this.readySeen) this.injected.shift();
         this.rowCaps.onReady(this.readySeen);
+        if (!this.maskWindows.idle) this.maskWindows.onReady(this.readySeen);
         if (!this.outcomes.idle) this.outcomes.onReady(this.readySeen);
         this.toClient.push(frame.bytes);
         if (this.shuttingDown && this.isIdle) this.shutdownNow();
@@ -778,6 +806,7 @@ export class Session implements SessionInfo, CancelTarget {
       client.destroy();
       upstream?.destroy();
     }, 1000).unref();
+    this.maskWindows.drain();
     this.outcomes.abandon(this.endReason === 'client-disconnected' || this.endReason === 'client-terminated' ? '08006' : this.endReason);
     if (this.startupSeen) {
       try {

@@ -54,6 +54,7 @@ const DEFAULTS: Config = {
     reviewers: [],
     actsAs: {},
   },
+  masking: { refreshSeconds: 60 },
   logLevel: 'info',
 };
 

@@ -1,0 +1,212 @@
+import type pg from 'pg';
+import { parseSync } from 'libpg-query';
+import type { Logger } from '../logger.js';
+import { sidePool } from '../server/side-pool.js';
+import { selectLineage } from './lineage.js';
+import type { MaskRules } from './mask-rules.js';
+import { DEFAULT_REDACTION } from './mask-rules.js';
+import type { MaskStrategy } from './strategies.js';
+
+/**
+ * Which (table OID, attribute number) pairs of one database are masked: the columns the rules
+ * name, and the columns of every view and materialized view built on them (found through
+ * pg_depend/pg_rewrite, their lineage read from pg_get_viewdef with PostgreSQL's parser).
+ *
+ * RowDescription identifies a plain column by table OID + attnum ("Message Formats",
+ * RowDescription), so with this map the result masker decides per field synchronously, in the
+ * stream. Loaded once per database and rules snapshot on a side connection, refreshed after DDL
+ * passed through and every `refreshMs`.
+ */
+export interface ColumnMask {
+  strategy: MaskStrategy;
+  /** schema.table.column it shows (for the audit log); a view column names the view. */
+  column: string;
+  /** The rule tables ("schema.table") it derives from: exemption is per table. */
+  sources: readonly string[];
+}
+
+export interface DatabaseMasks {
+  byOid: ReadonlyMap<number, ReadonlyMap<number, ColumnMask>>;
+  /** Views (schema.name) that show masked data: reading them makes a request masked. */
+  views: ReadonlySet<string>;
+  /** Masked column names (base tables and views) → their mask, for expression lineage. */
+  names: ReadonlyMap<string, ColumnMask>;
+}
+
+const REDACT: MaskStrategy = { kind: 'redact', text: DEFAULT_REDACTION };
+
+const TABLES_SQL = `
+SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS table, a.attnum::int AS attnum, a.attname AS column
+FROM unnest($1::text[], $2::text[]) AS want(schema, tbl)
+JOIN pg_namespace n ON n.nspname = want.schema
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = want.tbl
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped`;
+
+const VIEWS_SQL = `
+WITH RECURSIVE deps(oid) AS (
+  SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+   WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+     AND d.refobjid = ANY($1::oid[]) AND r.ev_class <> d.refobjid
+  UNION
+  SELECT r.ev_class FROM deps JOIN pg_depend d ON d.refobjid = deps.oid
+     AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+   JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> d.refobjid
+)
+SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS name, pg_get_viewdef(c.oid) AS def,
+       array_agg(a.attname ORDER BY a.attnum) AS cols, array_agg(a.attnum::int ORDER BY a.attnum) AS nums
+FROM (SELECT DISTINCT oid FROM deps) deps JOIN pg_class c ON c.oid = deps.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+GROUP BY 1, 2, 3, 4`;
+
+interface Entry {
+  rules: MaskRules;
+  at: number;
+  value: Promise<DatabaseMasks>;
+}
+
+export class MaskCatalog {
+  private readonly pools = new Map<string, pg.Pool>();
+  private readonly entries = new Map<string, Entry>();
+  private readonly settled = new Map<string, { rules: MaskRules; at: number; masks: DatabaseMasks }>();
+
+  constructor(
+    private readonly url: string,
+    private readonly log: Logger,
+    private readonly refreshMs = 60_000,
+  ) {}
+
+  /** The masks of `database` under `rules`, synchronously when loaded and fresh. */
+  get(database: string, rules: MaskRules): DatabaseMasks | Promise<DatabaseMasks> {
+    const s = this.settled.get(database);
+    if (s && s.rules === rules && Date.now() - s.at < this.refreshMs) return s.masks;
+    let e = this.entries.get(database);
+    if (!e || e.rules !== rules || Date.now() - e.at >= this.refreshMs) {
+      const at = Date.now();
+      const value = this.load(database, rules);
+      e = { rules, at, value };
+      this.entries.set(database, e);
+      const entry = e;
+      value.then(
+        (masks) => {
+          if (this.entries.get(database) === entry) this.settled.set(database, { rules, at, masks });
+        },
+        () => {
+          if (this.entries.get(database) === entry) this.entries.delete(database);
+        },
+      );
+    }
+    return e.value;
+  }
+
+  /** DDL passed through: the next request reloads (new views, renamed columns, new tables). */
+  invalidate(database: string): void {
+    this.entries.delete(database);
+    this.settled.delete(database);
+  }
+
+  private pool(database: string): pg.Pool {
+    let p = this.pools.get(database);
+    if (!p) {
+      p = sidePool(this.url, database, 'pgwarden-masking');
+      this.pools.set(database, p);
+    }
+    return p;
+  }
+
+  private async load(database: string, rules: MaskRules): Promise<DatabaseMasks> {
+    const byOid = new Map<number, Map<number, ColumnMask>>();
+    const views = new Set<string>();
+    if (rules.tables.size === 0) return { byOid, views, names: new Map() };
+    const schemas: string[] = [];
+    const tables: string[] = [];
+    for (const t of rules.tables.values()) {
+      schemas.push(t.schema);
+      tables.push(t.table);
+    }
+    const pool = this.pool(database);
+    const base = await pool.query<{ oid: string; schema: string; table: string; attnum: number; column: string }>(TABLES_SQL, [schemas, tables]);
+    /** masked column name → its strategy and sources, for view lineage */
+    const maskedNames = new Map<string, ColumnMask>();
+    const baseOids: number[] = [];
+    for (const r of base.rows) {
+      const key = `${r.schema}.${r.table}`;
+      const strategy = rules.tables.get(key)?.columns.get(r.column);
+      const oid = Number(r.oid);
+      if (!byOid.has(oid)) {
+        byOid.set(oid, new Map());
+        baseOids.push(oid);
+      }
+      if (!strategy) continue;
+      const mask: ColumnMask = { strategy, column: `${key}.${r.column}`, sources: [key] };
+      byOid.get(oid)!.set(r.attnum, mask);
+      maskedNames.set(r.column, maskedNames.has(r.column) ? { ...mask, strategy: REDACT, sources: [...new Set([...maskedNames.get(r.column)!.sources, key])] } : mask);
+    }
+    if (baseOids.length === 0) return { byOid, views, names: maskedNames };
+    const vs = await pool.query<{ oid: string; schema: string; name: string; def: string; cols: string[]; nums: number[] }>(VIEWS_SQL, [baseOids]);
+    const allSources = [...rules.tables.keys()];
+    // Views on views: a column a view masks is a masked name for the views above it.
+    for (let round = 0; round < 5; round++) {
+      let grew = false;
+      for (const v of vs.rows) {
+        const oid = Number(v.oid);
+        const key = `${v.schema}.${v.name}`;
+        views.add(key);
+        const cols = this.viewMasks(v, maskedNames, allSources);
+        const prev = byOid.get(oid);
+        if (prev && prev.size === cols.size) continue;
+        byOid.set(oid, cols);
+        for (const [num, m] of cols) {
+          const name = v.cols[v.nums.indexOf(num)]!;
+          if (!maskedNames.has(name)) {
+            maskedNames.set(name, m);
+            grew = true;
+          }
+        }
+      }
+      if (!grew) break;
+    }
+    this.log.debug({ database, tables: baseOids.length, views: views.size }, 'masking catalog loaded');
+    return { byOid, views, names: maskedNames };
+  }
+
+  /** The masked columns of one view: by lineage when it is direct, otherwise all of them (fail closed). */
+  private viewMasks(v: { schema: string; name: string; def: string; cols: string[]; nums: number[] }, maskedNames: ReadonlyMap<string, ColumnMask>, allSources: string[]): Map<number, ColumnMask> {
+    const out = new Map<number, ColumnMask>();
+    const all = (why: string) => {
+      this.log.debug({ view: `${v.schema}.${v.name}`, why }, 'view lineage unknown: masking every column');
+      v.nums.forEach((num, i) => out.set(num, { strategy: REDACT, column: `${v.schema}.${v.name}.${v.cols[i]}`, sources: allSources }));
+      return out;
+    };
+    let stmt: Record<string, unknown> | undefined;
+    try {
+      const tree = parseSync(v.def) as { stmts?: { stmt: Record<string, unknown> }[] };
+      stmt = tree.stmts?.[0]?.stmt;
+    } catch {
+      return all('definition does not parse');
+    }
+    const select = stmt?.SelectStmt as Record<string, unknown> | undefined;
+    if (!select) return all('not a SELECT');
+    const lineage = selectLineage(select);
+    if (!lineage.outputs || lineage.outputs.length !== v.nums.length) return all('columns cannot be matched to the definition');
+    lineage.outputs.forEach((o, i) => {
+      const num = v.nums[i]!;
+      const column = `${v.schema}.${v.name}.${v.cols[i]}`;
+      if (o.countOnly) return;
+      if (o.wholeRow || !lineage.direct) {
+        // Renamed on the way (subquery, CTE, set operation) or a whole row: mask unless it
+        // references nothing at all from a masked table.
+        if (o.wholeRow || o.refs.length > 0) out.set(num, { strategy: REDACT, column, sources: allSources });
+        return;
+      }
+      const hits = o.refs.map((r) => maskedNames.get(r)).filter((m): m is ColumnMask => m !== undefined);
+      if (hits.length === 0) return;
+      const plain = hits.length === 1 && o.refs.length === 1;
+      out.set(num, { strategy: plain ? hits[0]!.strategy : REDACT, column, sources: [...new Set(hits.flatMap((h) => h.sources))] });
+    });
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.end().catch(() => undefined)));
+  }
+}

@@ -1,0 +1,193 @@
+import type { StatementInfo } from '../classify/statement-info.js';
+import type { Logger } from '../logger.js';
+import type { PgErrorFields } from '../protocol/backend.js';
+import { pgError } from '../protocol/pg-error.js';
+import type { Decision, RequestJudge, SessionEnd } from '../session/decision.js';
+import type { Request } from '../session/request.js';
+import type { SessionInfo } from '../session/session-info.js';
+import type { ApprovalAudit } from '../approval/approval-gate.js';
+import type { Policy } from '../policy/policy.js';
+import type { DatabaseMasks, MaskCatalog } from './mask-catalog.js';
+import { ResultMasker } from './result-masker.js';
+
+/**
+ * Decides, per allowed request, whether its answer must be masked, and refuses what masking
+ * cannot protect (DESIGN.md "Masking: how a column is known to be PII"):
+ *
+ * - a request that reads a masked table, or a view built on one, gets a ResultMasker for its
+ *   answer (rows, errors and notices);
+ * - a statement that copies masked data somewhere unmasked (INSERT … SELECT, UPDATE … SET x =
+ *   email, CREATE TABLE AS, COPY … TO) goes to review or is denied (`policy.masked_copy`);
+ * - pg_notify and set_config in such a statement are refused: a NOTIFY payload or a reported
+ *   setting (application_name) would carry values past the row masker.
+ *
+ * An unqualified table name matches a masked table of that name in any schema (fail closed:
+ * the session's search_path may point anywhere).
+ */
+export interface MaskingOptions {
+  policy: { readonly current: Policy };
+  catalog: MaskCatalog;
+  key: Buffer;
+  audit: ApprovalAudit | null;
+  log: Logger;
+}
+
+const COPY_KINDS = new Set(['write', 'ddl', 'export']);
+const LEAKY_FUNCTIONS = ['pg_notify', 'set_config'];
+
+function asStatements(about: Decision['about']): StatementInfo[] {
+  return (about ?? []) as StatementInfo[];
+}
+
+export class MaskingJudge implements RequestJudge {
+  constructor(
+    private readonly inner: RequestJudge,
+    private readonly o: MaskingOptions,
+  ) {}
+
+  checkStartup(params: ReadonlyMap<string, string>): PgErrorFields | null {
+    return this.inner.checkStartup?.(params) ?? null;
+  }
+
+  opened(session: SessionInfo): void {
+    this.inner.opened?.(session);
+  }
+
+  closed(session: SessionInfo, end: SessionEnd): void {
+    this.inner.closed?.(session, end);
+  }
+
+  judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision> {
+    const d = this.inner.judge(request, session, signal);
+    return d instanceof Promise ? d.then((x) => this.mask(x, session)) : this.mask(d, session);
+  }
+
+  private mask(d: Decision, session: SessionInfo): Decision | Promise<Decision> {
+    if (d.action !== 'allow') return d;
+    const policy = this.o.policy.current;
+    const rules = policy.masking;
+    if (rules.tables.size === 0) return d;
+    const withDdl = this.invalidateAfterDdl(d, session.database);
+    let anyMasked = false;
+    for (const t of rules.tables.values()) if (!t.exempt.some((g) => g(session.user))) anyMasked = true;
+    if (!anyMasked) return withDdl;
+    const masks = this.o.catalog.get(session.database, rules);
+    if (masks instanceof Promise) {
+      return masks.then(
+        (m) => this.decide(withDdl, session, m, policy),
+        (err: unknown) => {
+          this.o.log.error({ message: (err as Error).message, database: session.database }, 'masking catalog unavailable');
+          return this.decideBlind(withDdl, policy);
+        },
+      );
+    }
+    return this.decide(withDdl, session, masks, policy);
+  }
+
+  /** DDL can create views on masked tables or rename columns: reload the catalog after it ran. */
+  private invalidateAfterDdl(d: Extract<Decision, { action: 'allow' }>, database: string): Extract<Decision, { action: 'allow' }> {
+    if (!asStatements(d.about).some((s) => s.kinds.includes('ddl'))) return d;
+    const inner = d.onDone;
+    this.o.catalog.invalidate(database);
+    return {
+      ...d,
+      onDone: (o) => {
+        this.o.catalog.invalidate(database);
+        inner?.(o);
+      },
+    };
+  }
+
+  /** Which masked tables and views the statements name (unqualified: any schema). */
+  private touched(statements: StatementInfo[], session: SessionInfo, masks: DatabaseMasks | null, policy: Policy): boolean {
+    const names = new Set<string>();
+    for (const t of policy.masking.tables.values()) {
+      if (t.exempt.some((g) => g(session.user))) continue;
+      names.add(`${t.schema}.${t.table}`);
+    }
+    for (const v of masks?.views ?? []) names.add(v);
+    const bare = new Set([...names].map((n) => n.slice(n.indexOf('.') + 1)));
+    for (const st of statements) {
+      for (const r of st.relations) {
+        if (r.schema !== undefined ? names.has(`${r.schema}.${r.name}`) : bare.has(r.name)) return true;
+      }
+    }
+    return false;
+  }
+
+  private decide(d: Extract<Decision, { action: 'allow' }>, session: SessionInfo, masks: DatabaseMasks, policy: Policy): Decision {
+    const statements = asStatements(d.about);
+    if (!this.touched(statements, session, masks, policy)) return d;
+    const refusal = this.refusal(d, statements, session, masks, policy);
+    if (refusal) return refusal;
+    const exempt = new Set<string>();
+    for (const [key, t] of policy.masking.tables) if (t.exempt.some((g) => g(session.user))) exempt.add(key);
+    const maskedNames = new Set<string>();
+    for (const [name, m] of masks.names) if (!m.sources.every((s) => exempt.has(s))) maskedNames.add(name);
+    const masker = new ResultMasker({ masks, exempt, maskedNames, statements, key: this.o.key });
+    return { ...d, mask: { masker, done: () => this.record(session, d, masker) } };
+  }
+
+  /** Without the catalog, a request naming a masked table is refused (fail closed). */
+  private decideBlind(d: Extract<Decision, { action: 'allow' }>, policy: Policy): Decision {
+    const statements = asStatements(d.about);
+    const names = new Set([...policy.masking.tables.values()].map((t) => t.table));
+    if (!statements.some((st) => st.relations.some((r) => names.has(r.name)))) return d;
+    return { action: 'deny', rule: 'masking-catalog', about: d.about ?? [], error: pgError.maskingUnavailable() };
+  }
+
+  private refusal(d: Extract<Decision, { action: 'allow' }>, statements: StatementInfo[], session: SessionInfo, masks: DatabaseMasks, policy: Policy): Decision | null {
+    const maskedNames = new Set(masks.names.keys());
+    for (const st of statements) {
+      const leaky = st.functions.find((f) => LEAKY_FUNCTIONS.includes(f.slice(f.lastIndexOf('.') + 1)));
+      if (leaky) {
+        return { action: 'deny', rule: 'masked-side-channel', about: d.about ?? [], error: pgError.maskedSideChannel(leaky) };
+      }
+      const copies = st.kinds.some((k) => COPY_KINDS.has(k));
+      if (!copies) continue;
+      const readsMasked = this.touched([{ ...st, relations: st.relations.filter((r) => r.access === 'read') }], session, masks, policy);
+      // UPDATE … SET x = email copies within a row; a DELETE's or INSERT … VALUES' mention of a
+      // masked column (WHERE, RETURNING) moves nothing (RETURNING is masked like any result).
+      const mentionsMasked =
+        (st.node === 'UpdateStmt' || st.node === 'MergeStmt') &&
+        st.columns.some((c) => {
+          const last = c.slice(c.lastIndexOf('.') + 1);
+          return last === '*' || maskedNames.has(last);
+        });
+      if (!readsMasked && !mentionsMasked) continue;
+      const reason = 'the statement copies data from masked columns to a place where it would not be masked';
+      if (policy.maskedCopy === 'deny') {
+        return { action: 'deny', rule: 'masked-copy', about: d.about ?? [], error: pgError.policyDenied('masked-copy', reason) };
+      }
+      return {
+        action: 'deny',
+        rule: 'masked-copy',
+        about: d.about ?? [],
+        error: pgError.reviewUnavailable('masked-copy', reason),
+        review: { reason, approvers: 1, reviewers: [], grants: true },
+      };
+    }
+    return null;
+  }
+
+  private record(session: SessionInfo, d: Extract<Decision, { action: 'allow' }>, masker: ResultMasker): void {
+    if (!this.o.audit || masker.maskedColumns.size === 0) return;
+    const about = asStatements(d.about);
+    this.o.audit.note({
+      type: 'statement.masked',
+      session: {
+        id: session.id,
+        user: session.user,
+        database: session.database,
+        application: session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '',
+        client: session.clientAddress,
+      },
+      request: 'simple',
+      statements: [],
+      kinds: [...new Set(about.flatMap((s) => s.kinds))],
+      tables: [...new Set(about.flatMap((s) => s.relations.map((r) => (r.schema ? `${r.schema}.${r.name}` : r.name))))],
+      rule: d.rule ?? 'default',
+      columns: [...masker.maskedColumns].map(([column, strategy]) => ({ column, strategy })),
+    });
+  }
+}

@@ -1,0 +1,203 @@
+import type { StatementInfo } from '../classify/statement-info.js';
+import { BackendTag } from '../protocol/codes.js';
+import type { ColumnMask, DatabaseMasks } from './mask-catalog.js';
+import { DEFAULT_REDACTION } from './mask-rules.js';
+import { maskBinary, maskText, strategyLabel, type MaskStrategy } from './strategies.js';
+
+/**
+ * Masks one request's answer (pure: frames in, frames out).
+ *
+ * RowDescription ("Message Formats"): Int16 field count, then per field a name (String), table
+ * OID (Int32), attribute number (Int16), type OID (Int32), type size (Int16), type modifier
+ * (Int32) and format code (Int16). A masked field is rewritten to type text (OID 25, size -1,
+ * modifier -1) in text format (0), so no driver tries to parse '***' as an integer or a date,
+ * whatever format it asked for.
+ *
+ * DataRow: Int16 column count, then per column an Int32 length (-1: NULL) and the bytes. Rows
+ * without a masked column are returned as the same Buffer; only rows with one are rebuilt.
+ *
+ * Which fields are masked: a field with a table OID is looked up in the catalog (base tables and
+ * the views built on them); an expression (table OID 0) is masked unless the statement's parse
+ * tree shows it cannot carry a masked value (fail closed).
+ */
+const TEXT_OID = 25;
+const REDACT: MaskStrategy = { kind: 'redact', text: DEFAULT_REDACTION };
+
+export interface MaskContext {
+  masks: DatabaseMasks;
+  /** Rule tables ("schema.table") this user is exempt from. */
+  exempt: ReadonlySet<string>;
+  /** Masked column names (base tables and views), for expression lineage. */
+  maskedNames: ReadonlySet<string>;
+  /** The request's statements, in order. */
+  statements: readonly StatementInfo[];
+  /** HMAC key of the `hash` strategy. */
+  key: Buffer;
+}
+
+interface FieldPlan {
+  strategy: MaskStrategy;
+  binary: boolean;
+  typeOid: number;
+}
+
+/** null: the field is not masked. */
+type Plan = (FieldPlan | null)[];
+
+export class ResultMasker {
+  private plan: Plan | null = null;
+  /** A RowDescription planned the current result (possibly with nothing to mask). */
+  private described = false;
+  /** Masked columns seen, for the audit log: column → strategy label. */
+  readonly maskedColumns = new Map<string, string>();
+  /** A DataRow arrived without a RowDescription to go by; it was fully redacted. */
+  blind = 0;
+
+  constructor(private readonly ctx: MaskContext) {}
+
+  /** The lineage that applies to expression fields, when the request is one statement. */
+  private lineage(): StatementInfo['lineage'] | undefined {
+    return this.ctx.statements.length === 1 ? this.ctx.statements[0]!.lineage : undefined;
+  }
+
+  private columnMask(tableOid: number, attnum: number): ColumnMask | null {
+    const table = this.ctx.masks.byOid.get(tableOid);
+    if (!table) return null;
+    if (attnum === 0) {
+      // A whole-row reference (`SELECT c FROM customers c`) is reported with the table and
+      // attribute number 0: it carries every column, masked ones included.
+      const live = [...table.values()].filter((m) => !m.sources.every((s) => this.ctx.exempt.has(s)));
+      return live.length > 0 ? { strategy: REDACT, column: `${live[0]!.column.slice(0, live[0]!.column.lastIndexOf('.'))}.*`, sources: live[0]!.sources } : null;
+    }
+    const m = table.get(attnum);
+    if (!m) return null;
+    if (m.sources.every((s) => this.ctx.exempt.has(s))) return null;
+    return m;
+  }
+
+  private expressionMask(index: number): MaskStrategy | null {
+    const lineage = this.lineage();
+    const out = lineage?.outputs?.[index];
+    if (!lineage || !out) return REDACT;
+    if (out.countOnly) return null;
+    if (out.wholeRow) return REDACT;
+    const hits = out.refs.filter((r) => this.ctx.maskedNames.has(r));
+    if (hits.length > 0) return REDACT;
+    if (!lineage.direct && out.refs.length > 0) return REDACT;
+    return null;
+  }
+
+  /** A RowDescription: plan the masks, and return it rewritten when a field is masked. */
+  onRowDescription(frame: Buffer): Buffer {
+    const count = frame.readInt16BE(5);
+    const plan: Plan = [];
+    let pos = 7;
+    let any = false;
+    const fieldPositions: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const nameEnd = frame.indexOf(0, pos);
+      const name = frame.toString('utf8', pos, nameEnd);
+      const f = nameEnd + 1;
+      fieldPositions.push(f);
+      const tableOid = frame.readUInt32BE(f);
+      const attnum = frame.readInt16BE(f + 4);
+      const typeOid = frame.readUInt32BE(f + 6);
+      const format = frame.readInt16BE(f + 16);
+      let strategy: MaskStrategy | null = null;
+      if (tableOid !== 0) {
+        const m = this.columnMask(tableOid, attnum);
+        if (m) {
+          strategy = m.strategy;
+          this.maskedColumns.set(m.column, strategyLabel(m.strategy));
+        }
+      } else {
+        strategy = this.expressionMask(i);
+        if (strategy) this.maskedColumns.set(`(expression ${name})`, strategyLabel(strategy));
+      }
+      plan.push(strategy ? { strategy, binary: format === 1, typeOid } : null);
+      if (strategy) any = true;
+      pos = f + 18;
+    }
+    this.plan = any ? plan : null;
+    this.described = true;
+    if (!any) return frame;
+    const out = Buffer.from(frame);
+    plan.forEach((p, i) => {
+      if (!p) return;
+      const f = fieldPositions[i]!;
+      out.writeUInt32BE(TEXT_OID, f + 6);
+      out.writeInt16BE(-1, f + 10);
+      out.writeInt32BE(-1, f + 12);
+      out.writeInt16BE(0, f + 16);
+    });
+    return out;
+  }
+
+  /** The result ended (CommandComplete, EmptyQueryResponse, PortalSuspended, NoData, ReadyForQuery). */
+  endResult(): void {
+    this.plan = null;
+    this.described = false;
+  }
+
+  /** NoData: no rows will follow (any that do are redacted). */
+  clearPlan(): void {
+    this.plan = null;
+    this.described = false;
+  }
+
+  /** A DataRow, masked when its RowDescription said so. */
+  onDataRow(frame: Buffer): Buffer {
+    const plan = this.plan;
+    if (!plan) {
+      if (this.described) return frame;
+      // No RowDescription for this result (cannot happen when the session injects Describe):
+      // every value is redacted rather than guessed.
+      this.blind++;
+      return this.redactAll(frame);
+    }
+    const count = frame.readInt16BE(5);
+    const parts: Buffer[] = [];
+    let pos = 7;
+    let size = 7;
+    for (let i = 0; i < count; i++) {
+      const len = frame.readInt32BE(pos);
+      const start = pos + 4;
+      const end = len < 0 ? start : start + len;
+      const p = plan[i];
+      let value: Buffer | null = len < 0 ? null : frame.subarray(start, end);
+      // SQL NULL stays NULL: masking it would reveal nothing and break IS NULL checks.
+      if (p && value !== null) value = p.binary ? maskBinary(p.strategy, value, p.typeOid, this.ctx.key) : maskText(p.strategy, value, this.ctx.key);
+      const lenBuf = Buffer.alloc(4);
+      lenBuf.writeInt32BE(value === null ? -1 : value.length);
+      parts.push(lenBuf);
+      size += 4;
+      if (value !== null) {
+        parts.push(value);
+        size += value.length;
+      }
+      pos = end;
+    }
+    const head = Buffer.alloc(7);
+    head[0] = BackendTag.DataRow;
+    head.writeInt32BE(size - 1, 1);
+    head.writeInt16BE(count, 5);
+    return Buffer.concat([head, ...parts], size);
+  }
+
+  private redactAll(frame: Buffer): Buffer {
+    const count = frame.readInt16BE(5);
+    const v = Buffer.from(DEFAULT_REDACTION);
+    const size = 7 + count * (4 + v.length);
+    const out = Buffer.alloc(size);
+    out[0] = BackendTag.DataRow;
+    out.writeInt32BE(size - 1, 1);
+    out.writeInt16BE(count, 5);
+    let pos = 7;
+    for (let i = 0; i < count; i++) {
+      out.writeInt32BE(v.length, pos);
+      v.copy(out, pos + 4);
+      pos += 4 + v.length;
+    }
+    return out;
+  }
+}

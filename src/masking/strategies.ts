@@ -1,0 +1,214 @@
+/**
+ * Masking strategies for PII columns: pure functions from one field value to its masked form.
+ *
+ * Contract with callers:
+ * - SQL NULL is never passed in. A NULL field stays NULL (masking NULL reveals nothing, and
+ *   replacing it would invent data), so callers forward NULL untouched and only call these
+ *   functions for non-NULL values.
+ * - Text-format values are PostgreSQL TEXT format in UTF-8 (client_encoding UTF8).
+ * - The result is always TEXT format (pgwarden sends masked columns as type text); a null result
+ *   means the field is sent as SQL NULL.
+ *
+ * Characters are Unicode code points, never bytes or UTF-16 units, so a multi-byte character is
+ * never split and an astral character (e.g. an emoji) counts as one. A grapheme cluster made of
+ * several code points (combining accents, ZWJ emoji, flags) can be cut between its code points;
+ * the result is still valid UTF-8. Bytes that are not valid UTF-8 are treated as opaque: the
+ * value-dependent strategies (keep_first, keep_last, partial_email) then redact fully, because
+ * any "part" of an undecodable value is not a well-defined thing to reveal.
+ */
+import { createHmac } from 'node:crypto';
+
+export type MaskStrategy =
+  | { kind: 'redact'; text: string } // fixed text, default '***' chosen by the caller
+  | { kind: 'partial_email' } // 'alice@example.com' → 'a***@example.com'
+  | { kind: 'keep_first'; count: number } // keep first N characters, the rest → exactly '***'
+  | { kind: 'keep_last'; count: number } // keep last N characters, the rest → exactly '***'
+  | { kind: 'hash' } // keyed HMAC-SHA256, hex: deterministic (joins / GROUP BY still work), not reversible
+  | { kind: 'null' } // SQL NULL
+  | { kind: 'fixed'; value: string }; // a fixed replacement value
+
+/** What replaces hidden characters: always exactly three, so the hidden length is not revealed. */
+const STARS = '***';
+
+/** 32 hex characters = 128 bits of the HMAC: collision-free in practice, shorter in results. */
+const HASH_HEX_CHARS = 32;
+
+/** Binary-format types whose wire bytes are the UTF-8 text itself (same bytes as TEXT format). */
+const TEXT_LIKE_OIDS: ReadonlySet<number> = new Set([
+  25, // text
+  1043, // varchar
+  1042, // bpchar (padding is part of both the text and the binary form)
+  19, // name
+]);
+// citext and other extension types have installation-specific oids: they are not listed, so they
+// are handled as opaque non-text types (full redaction for value-dependent strategies), which is
+// the safe direction to be wrong in.
+
+/** fatal: invalid UTF-8 throws instead of becoming U+FFFD; ignoreBOM: a leading BOM is kept. */
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+function decodeUtf8(value: Buffer): string | null {
+  try {
+    return utf8.decode(value);
+  } catch {
+    return null;
+  }
+}
+
+const text = (s: string): Buffer => Buffer.from(s, 'utf8');
+
+/** A count that is not a non-negative integer is a configuration bug: fail loudly, reveal nothing. */
+function checkCount(count: number): void {
+  if (!Number.isSafeInteger(count) || count < 0) {
+    throw new RangeError(`mask count must be a non-negative integer, got ${String(count)}`);
+  }
+}
+
+/** The first `count` code points followed by '***'; just '***' when there are not more than `count`. */
+function keepFirst(s: string, count: number): string {
+  // Decoded from valid UTF-8, so the string has no lone surrogates: every code point > 0xffff is
+  // exactly one surrogate pair.
+  let i = 0;
+  let n = 0;
+  while (n < count && i < s.length) {
+    i += s.codePointAt(i)! > 0xffff ? 2 : 1;
+    n++;
+  }
+  // Length ≤ count: keeping `count` characters would reveal the whole value.
+  if (i >= s.length) return STARS;
+  return s.slice(0, i) + STARS;
+}
+
+/** '***' followed by the last `count` code points; just '***' when there are not more than `count`. */
+function keepLast(s: string, count: number): string {
+  let j = s.length;
+  let n = 0;
+  while (n < count && j > 0) {
+    const low = s.charCodeAt(j - 1);
+    j -= low >= 0xdc00 && low <= 0xdfff && j >= 2 ? 2 : 1; // a trailing low surrogate ends a pair
+    n++;
+  }
+  if (j <= 0) return STARS;
+  return STARS + s.slice(j);
+}
+
+/**
+ * First code point of the local part + '***@' + domain. The last '@' separates the domain (a
+ * quoted local part may itself contain '@'; only its first character is shown). No '@' or an
+ * empty local part: nothing email-shaped to keep, so '***'.
+ */
+function partialEmail(s: string): string {
+  const at = s.lastIndexOf('@');
+  if (at <= 0) return STARS;
+  const first = String.fromCodePoint(s.codePointAt(0)!);
+  return first + STARS + s.slice(at);
+}
+
+/** HMAC-SHA256 over the given byte chunks, lowercase hex, truncated to HASH_HEX_CHARS. */
+function hmacHex(key: Buffer, chunks: readonly Uint8Array[]): string {
+  // An empty key would make the "keyed" hash an unkeyed one that anyone can recompute (and so
+  // brute-force low-entropy PII like phone numbers): refuse rather than degrade silently.
+  if (key.length === 0) throw new Error('hash masking needs a non-empty key');
+  const h = createHmac('sha256', key);
+  for (const c of chunks) h.update(c);
+  return h.digest('hex').slice(0, HASH_HEX_CHARS);
+}
+
+/**
+ * Domain-separation prefix for hashing a binary-format value of a non-text type: 0x00 followed by
+ * the type oid as a 4-byte big-endian unsigned integer. The oid keeps equal bytes of different
+ * types (int4 42 vs oid 42) apart. The leading 0x00 keeps every such input apart from TEXT-format
+ * inputs, which never contain a NUL byte in PostgreSQL, so no binary value can hash like a text one.
+ */
+function binaryHashPrefix(typeOid: number): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(typeOid >>> 0, 1);
+  return prefix;
+}
+
+function unreachable(s: never): never {
+  // Reached only if a strategy from outside the type system (bad config parsing) slips through:
+  // throwing fails closed instead of sending the value unmasked.
+  throw new Error(`unknown mask strategy: ${JSON.stringify(s)}`);
+}
+
+/** Masks one field value in PostgreSQL TEXT format (UTF-8 bytes); null result = SQL NULL. */
+export function maskText(strategy: MaskStrategy, value: Buffer, key: Buffer): Buffer | null {
+  switch (strategy.kind) {
+    case 'redact':
+      return text(strategy.text);
+    case 'fixed':
+      return text(strategy.value);
+    case 'null':
+      return null;
+    case 'hash':
+      // Hashes the bytes as received, valid UTF-8 or not, so equal values always hash equal.
+      return text(hmacHex(key, [value]));
+    case 'keep_first': {
+      checkCount(strategy.count);
+      const s = decodeUtf8(value);
+      return text(s === null ? STARS : keepFirst(s, strategy.count));
+    }
+    case 'keep_last': {
+      checkCount(strategy.count);
+      const s = decodeUtf8(value);
+      return text(s === null ? STARS : keepLast(s, strategy.count));
+    }
+    case 'partial_email': {
+      const s = decodeUtf8(value);
+      return text(s === null ? STARS : partialEmail(s));
+    }
+    default:
+      return unreachable(strategy);
+  }
+}
+
+/**
+ * Masks one field value in BINARY format of type `typeOid`; the result is always TEXT format
+ * (pgwarden sends masked columns as type text). Text-like types (text 25, varchar 1043, bpchar
+ * 1042, name 19) carry UTF-8 bytes and mask exactly like maskText (so a hash is the same in both
+ * formats). Every other oid, including unknown ones such as citext, is non-text: the
+ * value-dependent strategies cannot see the text form, so keep_first/keep_last/partial_email
+ * fall back to '***' (full redaction); hash hashes the raw bytes behind a 0x00 + type-oid prefix;
+ * redact/null/fixed behave as usual.
+ */
+export function maskBinary(strategy: MaskStrategy, value: Buffer, typeOid: number, key: Buffer): Buffer | null {
+  if (TEXT_LIKE_OIDS.has(typeOid)) return maskText(strategy, value, key);
+  switch (strategy.kind) {
+    case 'redact':
+    case 'fixed':
+    case 'null':
+      return maskText(strategy, value, key);
+    case 'hash':
+      return text(hmacHex(key, [binaryHashPrefix(typeOid), value]));
+    case 'keep_first':
+    case 'keep_last':
+      checkCount(strategy.count); // a bad count is a bug whatever the column type
+      return text(STARS);
+    case 'partial_email':
+      return text(STARS);
+    default:
+      return unreachable(strategy);
+  }
+}
+
+/**
+ * A short human label for logs/audit: 'redact', 'partial_email', 'keep_first(2)', 'keep_last(4)',
+ * 'hash', 'null', 'fixed'. Redact text and fixed values are left out: labels describe the
+ * strategy, not data.
+ */
+export function strategyLabel(s: MaskStrategy): string {
+  switch (s.kind) {
+    case 'keep_first':
+    case 'keep_last':
+      return `${s.kind}(${String(s.count)})`;
+    case 'redact':
+    case 'partial_email':
+    case 'hash':
+    case 'null':
+    case 'fixed':
+      return s.kind;
+    default:
+      return unreachable(s);
+  }
+}

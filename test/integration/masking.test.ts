@@ -1,0 +1,254 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/logger.js';
+import { startInstance, type RunningInstance } from '../../src/server/run.js';
+import { createTestDatabase, directClient, testConfig } from '../helpers/proxy.js';
+
+/**
+ * PII masking through the proxy with real clients against a seeded schema: no raw value of a
+ * masked column reaches the client, whatever the SQL, and everything else is byte-for-byte what
+ * PostgreSQL sent.
+ */
+const RULES = `
+masking:
+  - table: public.customers
+    columns:
+      email: partial_email
+      ssn: redact
+      phone: { strategy: keep_last, count: 4 }
+      card_number: hash
+    exempt: [dpo]
+  - table: public.employees
+    columns:
+      salary: redact
+policy:
+  default: allow
+  unanalysable: review
+  rules:
+    - name: schema-changes
+      match: { kind: [ddl] }
+      action: review
+`;
+
+const RAW = ['alice@example.com', 'bob@example.org', '123-45-6789', '987-65-4321', '+1-555-0100', '4111111111111111', '5500005555555559', '182000'];
+
+let db: { name: string; drop: () => Promise<void> };
+let inst: RunningInstance;
+let dir: string;
+let url: (user?: string) => string;
+
+beforeAll(async () => {
+  db = await createTestDatabase('pgw_mask');
+  const c = directClient(db.name);
+  await c.connect();
+  await c.query(`
+    CREATE TABLE customers (id int PRIMARY KEY, name text, email text UNIQUE, ssn text, phone text, card_number text);
+    INSERT INTO customers VALUES (1, 'Alice', 'alice@example.com', '123-45-6789', '+1-555-0100', '4111111111111111'),
+                                 (2, 'Bob', 'bob@example.org', '987-65-4321', '+1-555-0199', '5500005555555559');
+    CREATE TABLE employees (id int, name text, salary int);
+    INSERT INTO employees VALUES (1, 'Eve', 182000);
+    CREATE TABLE orders (id int, customer_id int, total numeric);
+    INSERT INTO orders VALUES (10, 1, 42.50), (11, 2, 7.00);
+    CREATE SCHEMA other;
+    CREATE TABLE other.customers (id int, email text);
+    INSERT INTO other.customers VALUES (1, 'visible@other.example');
+    CREATE VIEW customer_contacts AS SELECT id, name, email AS contact, phone FROM customers;
+  `);
+  // Roles are cluster-wide: another run may have created it.
+  await c.query('CREATE ROLE dpo LOGIN').catch((e: { code?: string }) => {
+    if (e.code !== '42710') throw e;
+  });
+  await c.query('GRANT ALL ON ALL TABLES IN SCHEMA public TO dpo');
+  await c.end();
+  dir = mkdtempSync(path.join(tmpdir(), 'pgw-mask-'));
+  mkdirSync(path.join(dir, 'rules'));
+  writeFileSync(path.join(dir, 'rules', 'policy.yaml'), RULES);
+  inst = await startInstance(
+    testConfig({ rulesDir: path.join(dir, 'rules'), audit: { enabled: true, journalDir: path.join(dir, 'journal') }, masking: { hashKey: 'a-masking-key-for-tests-0123456789abcdef' } }),
+    silentLogger,
+  );
+  url = (user = 'postgres') => `postgres://${user}@127.0.0.1:${inst.proxy.port}/${db.name}`;
+});
+
+afterAll(async () => {
+  await inst?.stop();
+  await db?.drop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function q(sql: string, params?: unknown[], user?: string): Promise<pg.QueryResult> {
+  const c = new pg.Client({ connectionString: url(user) });
+  await c.connect();
+  try {
+    return await c.query(sql, params);
+  } finally {
+    await c.end();
+  }
+}
+
+function noRaw(value: unknown): void {
+  const text = JSON.stringify(value);
+  for (const raw of RAW) expect(text, `raw value ${raw} leaked`).not.toContain(raw);
+}
+
+describe('plain column references', () => {
+  it('masks each strategy and leaves other columns as they are (simple protocol)', async () => {
+    const c = new pg.Client({ connectionString: url() });
+    await c.connect();
+    const r = await c.query({ text: 'SELECT id, name, email, ssn, phone, card_number FROM customers ORDER BY id', rowMode: 'array' } as never);
+    await c.end();
+    expect(r.rows[0]).toEqual([1, 'Alice', 'a***@example.com', '***', '***0100', expect.stringMatching(/^[0-9a-f]{32}$/)]);
+    noRaw(r.rows);
+    // hash is deterministic: the same card gives the same value in another query
+    const again = await q('SELECT card_number FROM customers WHERE id = 1');
+    expect(again.rows[0].card_number).toBe(r.rows[0][5]);
+  });
+
+  it('masks through aliases, quoted identifiers, schema-qualified names and SELECT *', async () => {
+    for (const sql of ['SELECT email AS x FROM customers', 'SELECT "email" FROM public.customers', 'SELECT * FROM customers', 'SELECT c.* FROM customers c', 'SELECT x.email FROM customers x JOIN orders o ON o.customer_id = x.id']) {
+      const r = await q(sql);
+      noRaw(r.rows);
+      expect(r.rows.length, sql).toBeGreaterThan(0);
+    }
+  });
+
+  it('extended protocol with parameters, and a masked integer column arrives as text', async () => {
+    const r = await q('SELECT name, salary FROM employees WHERE id = $1', [1]);
+    expect(r.rows).toEqual([{ name: 'Eve', salary: '***' }]);
+    expect(r.fields.find((f) => f.name === 'salary')?.dataTypeID).toBe(25);
+  });
+
+  it('the same table name in another schema is not masked unless the rules name it', async () => {
+    const r = await q('SELECT email FROM other.customers');
+    expect(r.rows).toEqual([{ email: 'visible@other.example' }]);
+  });
+
+  it('exempt identities see raw values', async () => {
+    const r = await q('SELECT email FROM customers WHERE id = 1', [], 'dpo');
+    expect(r.rows).toEqual([{ email: 'alice@example.com' }]);
+  });
+
+  it('non-PII results are byte-for-byte what PostgreSQL sends', async () => {
+    const viaProxy = await q('SELECT id, customer_id, total FROM orders ORDER BY id');
+    const d = directClient(db.name);
+    await d.connect();
+    const direct = await d.query('SELECT id, customer_id, total FROM orders ORDER BY id');
+    await d.end();
+    expect(viaProxy.rows).toEqual(direct.rows);
+    expect(viaProxy.fields.map((f) => f.dataTypeID)).toEqual(direct.fields.map((f) => f.dataTypeID));
+  });
+});
+
+describe('expressions, whole rows, set operations, subqueries', () => {
+  it.each([
+    'SELECT upper(email) FROM customers',
+    "SELECT email || '' FROM customers",
+    'SELECT substr(ssn, 1, 11) FROM customers',
+    'SELECT md5(email) = md5(\'alice@example.com\') AS same, email::text FROM customers',
+    "SELECT format('%s', ssn) FROM customers",
+    'SELECT CASE WHEN true THEN phone END FROM customers',
+    'SELECT coalesce(card_number, \'\') FROM customers',
+    'SELECT c FROM customers c',
+    'SELECT row_to_json(c) FROM customers c',
+    'SELECT to_jsonb(c.*) FROM customers c',
+    'SELECT json_agg(email) FROM customers',
+    "SELECT string_agg(ssn, ',') FROM customers",
+    'SELECT array_agg(phone) FROM customers',
+    'SELECT name FROM orders UNION ALL SELECT email FROM customers',
+    'SELECT s || \'\' FROM (SELECT ssn AS s FROM customers) t',
+    'WITH x AS (SELECT email AS e FROM customers) SELECT e || \'\' FROM x',
+    'SELECT l.v FROM customers, LATERAL (SELECT email || \'\' AS v) l',
+    'SELECT (SELECT max(email) FROM customers) AS m',
+  ])('%s', async (sql) => {
+    const r = await q(sql.replace('SELECT name FROM orders', 'SELECT id::text FROM orders'));
+    noRaw(r.rows);
+  });
+
+  it('count(email) is a number and stays clean', async () => {
+    const r = await q('SELECT count(email) AS n FROM customers');
+    expect(r.rows).toEqual([{ n: '2' }]);
+  });
+});
+
+describe('views, cursors, prepared statements, RETURNING', () => {
+  it('a view over a masked table masks the columns that come from masked ones', async () => {
+    const r = await q('SELECT * FROM customer_contacts ORDER BY id');
+    expect(r.rows[0]).toEqual({ id: 1, name: 'Alice', contact: 'a***@example.com', phone: '***0100' });
+  });
+
+  it('DECLARE … FETCH', async () => {
+    const c = new pg.Client({ connectionString: url() });
+    await c.connect();
+    await c.query('BEGIN');
+    await c.query('DECLARE cur CURSOR FOR SELECT id, ssn FROM customers ORDER BY id');
+    const r = await c.query('FETCH 1 FROM cur');
+    const r2 = await c.query('FETCH ALL FROM cur');
+    await c.query('COMMIT');
+    await c.end();
+    expect(r.rows).toEqual([{ id: 1, ssn: '***' }]);
+    noRaw(r2.rows);
+  });
+
+  it('SQL-level PREPARE / EXECUTE', async () => {
+    const c = new pg.Client({ connectionString: url() });
+    await c.connect();
+    await c.query('PREPARE p(int) AS SELECT email FROM customers WHERE id = $1');
+    const r = await c.query('EXECUTE p(1)');
+    await c.end();
+    expect(r.rows).toEqual([{ email: 'a***@example.com' }]);
+  });
+
+  it('protocol-level named statements reused without a fresh Describe (postgres.js)', async () => {
+    const sql = postgres(url(), { max: 1, prepare: true });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const rows = await sql`SELECT id, email, phone FROM customers WHERE id = ${1}`;
+        expect([...rows]).toEqual([{ id: 1, email: 'a***@example.com', phone: '***0100' }]);
+      }
+      const cursorRows: unknown[] = [];
+      await sql`SELECT ssn FROM customers`.cursor(1, (rows) => {
+        cursorRows.push(...rows);
+      });
+      expect(cursorRows).toEqual([{ ssn: '***' }, { ssn: '***' }]);
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('RETURNING of INSERT / UPDATE / DELETE', async () => {
+    const ins = await q("INSERT INTO customers VALUES (3, 'Carol', 'carol@example.net', '555-55-5555', '+1-555-0123', '4000000000000002') RETURNING email, ssn");
+    expect(ins.rows).toEqual([{ email: 'c***@example.net', ssn: '***' }]);
+    const del = await q('DELETE FROM customers WHERE id = 3 RETURNING *');
+    expect(JSON.stringify(del.rows)).not.toContain('carol@example.net');
+    expect(JSON.stringify(del.rows)).not.toContain('555-55-5555');
+  });
+});
+
+describe('errors, notices and side channels', () => {
+  it('values echoed in errors are redacted', async () => {
+    const e1 = (await q('SELECT email::int FROM customers').catch((e: unknown) => e)) as pg.DatabaseError;
+    expect(e1.code).toBe('22P02');
+    expect(e1.message).not.toContain('example.com');
+    const e2 = (await q("UPDATE customers SET email = 'bob@example.org' WHERE id = 1").catch((e: unknown) => e)) as pg.DatabaseError;
+    expect(e2.code).toBe('23505');
+    expect(JSON.stringify(e2)).not.toContain('bob@example.org');
+  });
+
+  it('pg_notify and set_config over masked columns are refused', async () => {
+    const e = (await q("SELECT pg_notify('c', email) FROM customers").catch((x: unknown) => x)) as pg.DatabaseError;
+    expect(e.code).toBe('42501');
+    const e2 = (await q("SELECT set_config('application_name', email, false) FROM customers").catch((x: unknown) => x)) as pg.DatabaseError;
+    expect(e2.code).toBe('42501');
+  });
+
+  it('copying masked data elsewhere needs review (refused without an approval channel)', async () => {
+    for (const sql of ['CREATE TABLE leak AS SELECT email FROM customers', 'INSERT INTO orders SELECT id, id, length(ssn) FROM customers', 'UPDATE customers SET name = email', 'COPY customers TO STDOUT', 'COPY (SELECT email FROM customers) TO STDOUT WITH CSV']) {
+      const e = (await q(sql).catch((x: unknown) => x)) as pg.DatabaseError;
+      expect(e.code, sql).toBe('42501');
+    }
+  });
+});
