@@ -99,13 +99,13 @@ describe('plain column references', () => {
   it('masks each strategy and leaves other columns as they are (simple protocol)', async () => {
     const c = new pg.Client({ connectionString: url() });
     await c.connect();
-    const r = await c.query({ text: 'SELECT id, name, email, ssn, phone, card_number FROM customers ORDER BY id', rowMode: 'array' } as never);
+    const r: pg.QueryArrayResult = await c.query({ text: 'SELECT id, name, email, ssn, phone, card_number FROM customers ORDER BY id', rowMode: 'array' });
     await c.end();
     expect(r.rows[0]).toEqual([1, 'Alice', 'a***@example.com', '***', '***0100', expect.stringMatching(/^[0-9a-f]{32}$/)]);
     noRaw(r.rows);
     // hash is deterministic: the same card gives the same value in another query
     const again = await q('SELECT card_number FROM customers WHERE id = 1');
-    expect(again.rows[0].card_number).toBe(r.rows[0][5]);
+    expect(again.rows[0].card_number).toBe(r.rows[0]![5]);
   });
 
   it('masks through aliases, quoted identifiers, schema-qualified names and SELECT *', async () => {
