@@ -43,6 +43,8 @@ function fromItems(from: unknown, names: Set<string>): boolean {
       const rv = n.RangeVar;
       if (typeof rv.relname === 'string') names.add(rv.relname);
       if (isObj(rv.alias) && typeof rv.alias.aliasname === 'string') names.add(rv.alias.aliasname);
+      // `customers AS t(a, b, c)` renames the columns: names no longer say where values come from.
+      if (isObj(rv.alias) && Array.isArray(rv.alias.colnames)) direct = false;
       return;
     }
     if (isObj(n.JoinExpr)) {

@@ -36,7 +36,7 @@ export interface DatabaseMasks {
 const REDACT: MaskStrategy = { kind: 'redact', text: DEFAULT_REDACTION };
 
 const TABLES_SQL = `
-SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS table, a.attnum::int AS attnum, a.attname AS column
+SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS table, a.attnum::int AS attnum, a.attname::text AS column
 FROM unnest($1::text[], $2::text[]) AS want(schema, tbl)
 JOIN pg_namespace n ON n.nspname = want.schema
 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = want.tbl
@@ -53,7 +53,7 @@ WITH RECURSIVE deps(oid) AS (
    JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> d.refobjid
 )
 SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS name, pg_get_viewdef(c.oid) AS def,
-       array_agg(a.attname ORDER BY a.attnum) AS cols, array_agg(a.attnum::int ORDER BY a.attnum) AS nums
+       array_agg(a.attname::text ORDER BY a.attnum) AS cols, array_agg(a.attnum::int ORDER BY a.attnum) AS nums
 FROM (SELECT DISTINCT oid FROM deps) deps JOIN pg_class c ON c.oid = deps.oid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 GROUP BY 1, 2, 3, 4`;

@@ -1,4 +1,5 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -144,28 +145,16 @@ describe('plain column references', () => {
 });
 
 describe('expressions, whole rows, set operations, subqueries', () => {
-  it.each([
-    'SELECT upper(email) FROM customers',
-    "SELECT email || '' FROM customers",
-    'SELECT substr(ssn, 1, 11) FROM customers',
-    'SELECT md5(email) = md5(\'alice@example.com\') AS same, email::text FROM customers',
-    "SELECT format('%s', ssn) FROM customers",
-    'SELECT CASE WHEN true THEN phone END FROM customers',
-    'SELECT coalesce(card_number, \'\') FROM customers',
-    'SELECT c FROM customers c',
-    'SELECT row_to_json(c) FROM customers c',
-    'SELECT to_jsonb(c.*) FROM customers c',
-    'SELECT json_agg(email) FROM customers',
-    "SELECT string_agg(ssn, ',') FROM customers",
-    'SELECT array_agg(phone) FROM customers',
-    'SELECT name FROM orders UNION ALL SELECT email FROM customers',
-    'SELECT s || \'\' FROM (SELECT ssn AS s FROM customers) t',
-    'WITH x AS (SELECT email AS e FROM customers) SELECT e || \'\' FROM x',
-    'SELECT l.v FROM customers, LATERAL (SELECT email || \'\' AS v) l',
-    'SELECT (SELECT max(email) FROM customers) AS m',
-  ])('%s', async (sql) => {
-    const r = await q(sql.replace('SELECT name FROM orders', 'SELECT id::text FROM orders'));
-    noRaw(r.rows);
+  const corpus = parseYaml(readFileSync(new URL('../fixtures/masking-bypass.yaml', import.meta.url), 'utf8')) as { sql: string; why: string }[];
+  it.each(corpus.map((e) => [e.why, e.sql]))('%s: %s', async (_why, sql) => {
+    const c = new pg.Client({ connectionString: url() });
+    await c.connect();
+    try {
+      const r = await c.query(sql);
+      noRaw(Array.isArray(r) ? r.map((x) => x.rows) : r.rows);
+    } finally {
+      await c.end();
+    }
   });
 
   it('count(email) is a number and stays clean', async () => {
