@@ -123,6 +123,23 @@ describe('plain column references', () => {
     expect(r.fields.find((f) => f.name === 'salary')?.dataTypeID).toBe(25);
   });
 
+  it('binary result format: masked columns come as text, the others stay binary and parse', async () => {
+    const c = new pg.Client({ connectionString: url() });
+    await c.connect();
+    try {
+      const r = await c.query({ text: 'SELECT e.id, e.salary, c.email, c.phone FROM employees e, customers c WHERE c.id = $1', values: [1], binary: true });
+      expect(r.rows).toEqual([{ id: 1, salary: '***', email: 'a***@example.com', phone: '***0100' }]);
+      expect(r.fields.map((f) => [f.name, f.dataTypeID, f.format])).toEqual([
+        ['id', 23, 'binary'],
+        ['salary', 25, 'text'],
+        ['email', 25, 'text'],
+        ['phone', 25, 'text'],
+      ]);
+    } finally {
+      await c.end();
+    }
+  });
+
   it('the same table name in another schema is not masked unless the rules name it', async () => {
     const r = await q('SELECT email FROM other.customers');
     expect(r.rows).toEqual([{ email: 'visible@other.example' }]);
@@ -218,6 +235,22 @@ describe('views, cursors, prepared statements, RETURNING', () => {
 });
 
 describe('errors, notices and side channels', () => {
+  it('a notice raised with a masked value is redacted', async () => {
+    const d = directClient(db.name);
+    await d.connect();
+    await d.query(`CREATE OR REPLACE FUNCTION shout(v text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'value: %', v; RETURN 'x'; END $$`);
+    await d.end();
+    const c = new pg.Client({ connectionString: url() });
+    const notices: string[] = [];
+    c.on('notice', (n) => notices.push(JSON.stringify(n)));
+    await c.connect();
+    await c.query('SELECT shout(email) FROM customers WHERE id = 1');
+    await c.end();
+    expect(notices.length).toBe(1);
+    expect(notices[0]).not.toContain('alice@example.com');
+    expect(notices[0]).toContain('redacted');
+  });
+
   it('values echoed in errors are redacted', async () => {
     const e1 = (await q('SELECT email::int FROM customers').catch((e: unknown) => e)) as pg.DatabaseError;
     expect(e1.code).toBe('22P02');
