@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -272,5 +272,45 @@ describe('errors, notices and side channels', () => {
       const e = (await q(sql).catch((x: unknown) => x)) as pg.DatabaseError;
       expect(e.code, sql).toBe('42501');
     }
+  });
+});
+
+describe('rules reload and the audit log', () => {
+  it('a rules edit re-plans masks for open connections, without reconnecting', async () => {
+    const c = new pg.Client({ connectionString: url() });
+    await c.connect();
+    try {
+      expect((await c.query('SELECT total FROM orders WHERE id = 10')).rows).toEqual([{ total: '42.50' }]);
+      const extra = `${RULES.replace('masking:\n', 'masking:\n  - table: public.orders\n    columns:\n      total: redact\n')}`;
+      writeFileSync(path.join(dir, 'rules', 'policy.yaml'), extra);
+      const deadline = Date.now() + 5000;
+      let total: unknown = '42.50';
+      while (Date.now() < deadline && total === '42.50') {
+        await new Promise((r) => setTimeout(r, 100));
+        total = (await c.query('SELECT total FROM orders WHERE id = 10')).rows[0].total;
+      }
+      expect(total).toBe('***');
+    } finally {
+      writeFileSync(path.join(dir, 'rules', 'policy.yaml'), RULES);
+      await c.end();
+    }
+  });
+
+  it('masked statements are recorded with the columns and strategies, never the values', async () => {
+    await q('SELECT email, ssn FROM customers');
+    await (inst.audit.sink as unknown as { flush?: () => Promise<void> }).flush?.();
+    const deadline = Date.now() + 3000;
+    let text = '';
+    while (Date.now() < deadline && !text.includes('statement.masked')) {
+      await new Promise((r) => setTimeout(r, 100));
+      text = readdirSync(path.join(dir, 'journal'))
+        .filter((f) => f.endsWith('.jsonl'))
+        .map((f) => readFileSync(path.join(dir, 'journal', f), 'utf8'))
+        .join('\n');
+    }
+    const masked = text.split('\n').filter((l) => l.includes('"statement.masked"'));
+    expect(masked.length).toBeGreaterThan(0);
+    expect(masked.some((l) => l.includes('public.customers.email') && l.includes('partial_email'))).toBe(true);
+    for (const raw of RAW) expect(text).not.toContain(raw);
   });
 });
