@@ -127,7 +127,7 @@ describe('plain column references', () => {
     const c = new pg.Client({ connectionString: url() });
     await c.connect();
     try {
-      const r = await c.query({ text: 'SELECT e.id, e.salary, c.email, c.phone FROM employees e, customers c WHERE c.id = $1', values: [1], binary: true });
+      const r = await c.query({ text: 'SELECT e.id, e.salary, c.email, c.phone FROM employees e, customers c WHERE c.id = $1', values: [1], binary: true } as unknown as pg.QueryConfig);
       expect(r.rows).toEqual([{ id: 1, salary: '***', email: 'a***@example.com', phone: '***0100' }]);
       expect(r.fields.map((f) => [f.name, f.dataTypeID, f.format])).toEqual([
         ['id', 23, 'binary'],
