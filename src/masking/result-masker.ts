@@ -155,8 +155,9 @@ export class ResultMasker {
       this.blind++;
       return this.redactAll(frame);
     }
+    // Two passes: mask the values and size the row, then write it into one buffer.
     const count = frame.readInt16BE(5);
-    const parts: Buffer[] = [];
+    const masked: (Buffer | null | undefined)[] = new Array(count);
     let pos = 7;
     let size = 7;
     for (let i = 0; i < count; i++) {
@@ -164,24 +165,37 @@ export class ResultMasker {
       const start = pos + 4;
       const end = len < 0 ? start : start + len;
       const p = plan[i];
-      let value: Buffer | null = len < 0 ? null : frame.subarray(start, end);
       // SQL NULL stays NULL: masking it would reveal nothing and break IS NULL checks.
-      if (p && value !== null) value = p.binary ? maskBinary(p.strategy, value, p.typeOid, this.ctx.key) : maskText(p.strategy, value, this.ctx.key);
-      const lenBuf = Buffer.alloc(4);
-      lenBuf.writeInt32BE(value === null ? -1 : value.length);
-      parts.push(lenBuf);
-      size += 4;
-      if (value !== null) {
-        parts.push(value);
-        size += value.length;
+      if (p && len >= 0) {
+        const value = frame.subarray(start, end);
+        const m = p.binary ? maskBinary(p.strategy, value, p.typeOid, this.ctx.key) : maskText(p.strategy, value, this.ctx.key);
+        masked[i] = m;
+        size += 4 + (m === null ? 0 : m.length);
+      } else {
+        size += end - pos;
       }
       pos = end;
     }
-    const head = Buffer.alloc(7);
-    head[0] = BackendTag.DataRow;
-    head.writeInt32BE(size - 1, 1);
-    head.writeInt16BE(count, 5);
-    return Buffer.concat([head, ...parts], size);
+    const out = Buffer.allocUnsafe(size);
+    out[0] = BackendTag.DataRow;
+    out.writeInt32BE(size - 1, 1);
+    out.writeInt16BE(count, 5);
+    let src = 7;
+    let dst = 7;
+    for (let i = 0; i < count; i++) {
+      const len = frame.readInt32BE(src);
+      const end = len < 0 ? src + 4 : src + 4 + len;
+      const m = masked[i];
+      if (m === undefined) {
+        dst += frame.copy(out, dst, src, end);
+      } else {
+        out.writeInt32BE(m === null ? -1 : m.length, dst);
+        dst += 4;
+        if (m !== null) dst += m.copy(out, dst);
+      }
+      src = end;
+    }
+    return out;
   }
 
   private redactAll(frame: Buffer): Buffer {

@@ -16,7 +16,7 @@
  * value-dependent strategies (keep_first, keep_last, partial_email) then redact fully, because
  * any "part" of an undecodable value is not a well-defined thing to reveal.
  */
-import { createHmac } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 export type MaskStrategy =
   | { kind: 'redact'; text: string } // fixed text, default '***' chosen by the caller
@@ -56,6 +56,18 @@ function decodeUtf8(value: Buffer): string | null {
 }
 
 const text = (s: string): Buffer => Buffer.from(s, 'utf8');
+
+/** Constant outputs (redaction texts, fixed values from the rules) are encoded once. */
+const encoded = new Map<string, Buffer>();
+const constText = (s: string): Buffer => {
+  let b = encoded.get(s);
+  if (!b) {
+    if (encoded.size > 1000) encoded.clear();
+    b = Buffer.from(s, 'utf8');
+    encoded.set(s, b);
+  }
+  return b;
+};
 
 /** A count that is not a non-negative integer is a configuration bug: fail loudly, reveal nothing. */
 function checkCount(count: number): void {
@@ -104,14 +116,53 @@ function partialEmail(s: string): string {
   return first + STARS + s.slice(at);
 }
 
+/**
+ * HMAC-SHA256 (RFC 2104) computed as two one-shot SHA-256 calls over the padded key blocks:
+ * H((K ^ opad) || H((K ^ ipad) || m)), K zero-padded to the 64-byte block. An Hmac (or Hash)
+ * object per value cost most of the masking time on large results (docs/benchmarks.md); the
+ * one-shot crypto.hash avoids the object. The pads are computed once per key.
+ */
+interface HmacPads {
+  ipad: Buffer;
+  opad: Buffer;
+}
+const padCache = new WeakMap<Buffer, HmacPads>();
+
+function pads(key: Buffer): HmacPads {
+  let p = padCache.get(key);
+  if (p) return p;
+  const block = Buffer.alloc(64);
+  (key.length > 64 ? hash('sha256', key, 'buffer') : key).copy(block);
+  const ipad = Buffer.alloc(64);
+  const opad = Buffer.alloc(64);
+  for (let i = 0; i < 64; i++) {
+    ipad[i] = block[i]! ^ 0x36;
+    opad[i] = block[i]! ^ 0x5c;
+  }
+  p = { ipad, opad };
+  padCache.set(key, p);
+  return p;
+}
+
 /** HMAC-SHA256 over the given byte chunks, lowercase hex, truncated to HASH_HEX_CHARS. */
 function hmacHex(key: Buffer, chunks: readonly Uint8Array[]): string {
   // An empty key would make the "keyed" hash an unkeyed one that anyone can recompute (and so
   // brute-force low-entropy PII like phone numbers): refuse rather than degrade silently.
   if (key.length === 0) throw new Error('hash masking needs a non-empty key');
-  const h = createHmac('sha256', key);
-  for (const c of chunks) h.update(c);
-  return h.digest('hex').slice(0, HASH_HEX_CHARS);
+  const { ipad, opad } = pads(key);
+  let length = 64;
+  for (const c of chunks) length += c.length;
+  const inner = Buffer.allocUnsafe(length);
+  ipad.copy(inner, 0);
+  let pos = 64;
+  for (const c of chunks) {
+    inner.set(c, pos);
+    pos += c.length;
+  }
+  const outer = Buffer.allocUnsafe(96);
+  opad.copy(outer, 0);
+  (hash('sha256', inner, 'buffer') as Buffer).copy(outer, 64);
+  return (hash('sha256', outer, 'hex') as string).slice(0, HASH_HEX_CHARS);
 }
 
 /**
@@ -136,9 +187,9 @@ function unreachable(s: never): never {
 export function maskText(strategy: MaskStrategy, value: Buffer, key: Buffer): Buffer | null {
   switch (strategy.kind) {
     case 'redact':
-      return text(strategy.text);
+      return constText(strategy.text);
     case 'fixed':
-      return text(strategy.value);
+      return constText(strategy.value);
     case 'null':
       return null;
     case 'hash':
