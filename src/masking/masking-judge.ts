@@ -6,6 +6,7 @@ import type { Decision, RequestJudge, SessionEnd } from '../session/decision.js'
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import type { ApprovalAudit } from '../approval/approval-gate.js';
+import { sessionRef } from '../audit/auditing-judge.js';
 import type { Policy } from '../policy/policy.js';
 import type { DatabaseMasks, MaskCatalog } from './mask-catalog.js';
 import { ResultMasker } from './result-masker.js';
@@ -98,15 +99,28 @@ export class MaskingJudge implements RequestJudge {
     };
   }
 
-  /** Which masked tables and views the statements name (unqualified: any schema). */
-  private touched(statements: StatementInfo[], session: SessionInfo, masks: DatabaseMasks | null, policy: Policy): boolean {
-    const names = new Set<string>();
-    for (const t of policy.masking.tables.values()) {
-      if (t.exempt.some((g) => g(session.user))) continue;
-      names.add(`${t.schema}.${t.table}`);
+  /** Masked tables and views for one user, qualified and bare names; cached per catalog state. */
+  private readonly nameSets = new WeakMap<object, Map<string, { names: Set<string>; bare: Set<string> }>>();
+
+  private maskedNamesFor(session: SessionInfo, masks: DatabaseMasks | null, policy: Policy): { names: Set<string>; bare: Set<string> } {
+    const owner: object = masks ?? policy.masking;
+    let perUser = this.nameSets.get(owner);
+    if (!perUser) this.nameSets.set(owner, (perUser = new Map()));
+    let sets = perUser.get(session.user);
+    if (!sets) {
+      const names = new Set<string>();
+      for (const t of policy.masking.tables.values()) if (!t.exempt.some((g) => g(session.user))) names.add(`${t.schema}.${t.table}`);
+      for (const v of masks?.views ?? []) names.add(v);
+      sets = { names, bare: new Set([...names].map((n) => n.slice(n.indexOf('.') + 1))) };
+      if (perUser.size > 1000) perUser.clear();
+      perUser.set(session.user, sets);
     }
-    for (const v of masks?.views ?? []) names.add(v);
-    const bare = new Set([...names].map((n) => n.slice(n.indexOf('.') + 1)));
+    return sets;
+  }
+
+  /** Whether the statements name a masked table or view (unqualified: in any schema). */
+  private touched(statements: StatementInfo[], session: SessionInfo, masks: DatabaseMasks | null, policy: Policy): boolean {
+    const { names, bare } = this.maskedNamesFor(session, masks, policy);
     for (const st of statements) {
       for (const r of st.relations) {
         if (r.schema !== undefined ? names.has(`${r.schema}.${r.name}`) : bare.has(r.name)) return true;
@@ -175,13 +189,7 @@ export class MaskingJudge implements RequestJudge {
     const about = asStatements(d.about);
     this.o.audit.note({
       type: 'statement.masked',
-      session: {
-        id: session.id,
-        user: session.user,
-        database: session.database,
-        application: session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '',
-        client: session.clientAddress,
-      },
+      session: sessionRef(session),
       request: 'simple',
       statements: [],
       kinds: [...new Set(about.flatMap((s) => s.kinds))],
