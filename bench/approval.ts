@@ -383,7 +383,7 @@ async function startPgwarden(dir: string): Promise<RunningInstance & { api: stri
   });
   const inst = await startInstance(config, silentLogger);
   if (!inst.review) throw new Error('the approval server did not start (Redis?)');
-  return Object.assign(inst, { api: inst.review.http.url, port: inst.proxy.port });
+  return Object.assign(inst, { api: inst.review.url.replace(/\/$/, ''), port: inst.proxy.port });
 }
 
 // ---------------------------------------------------------------- 1 + 2: latency

@@ -3,9 +3,9 @@ import type { SqlNormalizer } from '../audit/normalize-sql.js';
 import { requestFingerprint, requestStatements } from '../audit/request-statements.js';
 import { aboutFields, sessionRef } from '../audit/auditing-judge.js';
 import type { Logger } from '../logger.js';
-import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
-import type { Decision, RequestJudge, ReviewRequest, SessionEnd } from '../session/decision.js';
+import type { Decision, RequestJudge, ReviewRequest } from '../session/decision.js';
+import { JudgeWrapper } from '../session/judge-wrapper.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import { ApprovalCapReached, ApprovalConflict, type ApprovalRequest, type ApprovalStore } from './approval-store.js';
@@ -54,22 +54,12 @@ export interface GateOptions {
 
 type Refusal = Extract<Decision, { action: 'deny' }>;
 
-export class ApprovalGate implements RequestJudge {
+export class ApprovalGate extends JudgeWrapper {
   constructor(
-    private readonly inner: RequestJudge,
+    inner: RequestJudge,
     private readonly o: GateOptions,
-  ) {}
-
-  checkStartup(params: ReadonlyMap<string, string>): PgErrorFields | null {
-    return this.inner.checkStartup?.(params) ?? null;
-  }
-
-  opened(session: SessionInfo): void {
-    this.inner.opened?.(session);
-  }
-
-  closed(session: SessionInfo, end: SessionEnd): void {
-    this.inner.closed?.(session, end);
+  ) {
+    super(inner);
   }
 
   judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision> {

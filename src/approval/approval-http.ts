@@ -38,8 +38,6 @@ export interface ApprovalHttpOptions {
 export interface ApprovalHttp {
   server: http.Server;
   port: number;
-  /** The address reviewers use (http[s]://host:port). */
-  url: string;
   close(): Promise<void>;
 }
 
@@ -225,11 +223,9 @@ export async function startApprovalHttp(o: ApprovalHttpOptions): Promise<Approva
     server.listen({ host: o.host, port: o.port }, () => resolve());
   });
   const port = (server.address() as { port: number }).port;
-  const hostForUrl = o.host.includes(':') ? `[${o.host}]` : o.host === '0.0.0.0' ? '127.0.0.1' : o.host;
   return {
     server,
     port,
-    url: `${tls ? 'https' : 'http'}://${hostForUrl}:${port}`,
     close: () =>
       new Promise<void>((resolve) => {
         o.hub.close();

@@ -96,6 +96,8 @@ export async function startHolder(config: Config, log: Logger, instance: string)
 
 export interface ReviewServer {
   http: ApprovalHttp;
+  /** The page's address (publicUrl, or the bound listener), ending in '/'. */
+  url: string;
   close(): Promise<void>;
 }
 
@@ -148,9 +150,11 @@ export async function startReviewServer(
       () => undefined,
     );
   }, 5000).unref();
-  log.info({ event: 'approvals-ready', url: http.url }, 'approval page, WebSocket and API are listening');
+  const url = pageUrl(config, http.port);
+  log.info({ event: 'approvals-ready', url }, 'approval page, WebSocket and API are listening');
   return {
     http,
+    url,
     close: async () => {
       clearInterval(janitor);
       await http.close();

@@ -1,7 +1,7 @@
 import type { Logger } from '../logger.js';
-import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
 import type { Decision, JudgedAbout, RequestJudge, RequestOutcome, SessionEnd } from '../session/decision.js';
+import { JudgeWrapper } from '../session/judge-wrapper.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import type { AuditSink } from './audit-sink.js';
@@ -42,11 +42,11 @@ interface SessionTally {
   ref: SessionRef;
 }
 
-export class AuditingJudge implements RequestJudge {
+export class AuditingJudge extends JudgeWrapper {
   private readonly tallies = new WeakMap<SessionInfo, SessionTally>();
 
   constructor(
-    private readonly inner: RequestJudge,
+    inner: RequestJudge,
     private readonly sink: AuditSink,
     private readonly normalizer: SqlNormalizer,
     private readonly rulesVersion: () => string,
@@ -57,29 +57,27 @@ export class AuditingJudge implements RequestJudge {
      * recorded in the same entry (one entry instead of two per statement). 0 writes at once.
      */
     private readonly outcomeWindowMs = 100,
-  ) {}
+  ) {
+    super(inner);
+  }
 
   private readonly deferred = new Set<Deferred>();
   private sweeper: NodeJS.Timeout | null = null;
-
-  checkStartup(params: ReadonlyMap<string, string>): PgErrorFields | null {
-    return this.inner.checkStartup?.(params) ?? null;
-  }
 
   judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision> {
     const d = this.inner.judge(request, session, signal);
     return d instanceof Promise ? d.then((x) => this.record(request, session, x)) : this.record(request, session, d);
   }
 
-  opened(session: SessionInfo): void {
-    this.inner.opened?.(session);
+  override opened(session: SessionInfo): void {
+    super.opened(session);
     const ref = sessionRef(session);
     this.tallies.set(session, { openedAt: Date.now(), statements: 0, ref });
     this.fireAndForget({ type: 'connection.opened', session: ref, tls: session.tls });
   }
 
-  closed(session: SessionInfo, end: SessionEnd): void {
-    this.inner.closed?.(session, end);
+  override closed(session: SessionInfo, end: SessionEnd): void {
+    super.closed(session, end);
     const tally = this.tallies.get(session);
     if (end.authenticated && tally) {
       this.fireAndForget({

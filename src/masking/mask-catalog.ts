@@ -62,12 +62,13 @@ interface Entry {
   rules: MaskRules;
   at: number;
   value: Promise<DatabaseMasks>;
+  /** Set once loaded: later requests decide synchronously. */
+  masks?: DatabaseMasks;
 }
 
 export class MaskCatalog {
   private readonly pools = new Map<string, pg.Pool>();
   private readonly entries = new Map<string, Entry>();
-  private readonly settled = new Map<string, { rules: MaskRules; at: number; masks: DatabaseMasks }>();
 
   constructor(
     private readonly url: string,
@@ -77,31 +78,26 @@ export class MaskCatalog {
 
   /** The masks of `database` under `rules`, synchronously when loaded and fresh. */
   get(database: string, rules: MaskRules): DatabaseMasks | Promise<DatabaseMasks> {
-    const s = this.settled.get(database);
-    if (s && s.rules === rules && Date.now() - s.at < this.refreshMs) return s.masks;
     let e = this.entries.get(database);
     if (!e || e.rules !== rules || Date.now() - e.at >= this.refreshMs) {
-      const at = Date.now();
-      const value = this.load(database, rules);
-      e = { rules, at, value };
-      this.entries.set(database, e);
-      const entry = e;
-      value.then(
+      const entry: Entry = { rules, at: Date.now(), value: this.load(database, rules) };
+      entry.value.then(
         (masks) => {
-          if (this.entries.get(database) === entry) this.settled.set(database, { rules, at, masks });
+          entry.masks = masks;
         },
         () => {
           if (this.entries.get(database) === entry) this.entries.delete(database);
         },
       );
+      this.entries.set(database, entry);
+      e = entry;
     }
-    return e.value;
+    return e.masks ?? e.value;
   }
 
   /** DDL passed through: the next request reloads (new views, renamed columns, new tables). */
   invalidate(database: string): void {
     this.entries.delete(database);
-    this.settled.delete(database);
   }
 
   private pool(database: string): pg.Pool {

@@ -1,8 +1,8 @@
 import type { StatementInfo } from '../classify/statement-info.js';
 import type { Logger } from '../logger.js';
-import type { PgErrorFields } from '../protocol/backend.js';
 import { pgError } from '../protocol/pg-error.js';
-import type { Decision, RequestJudge, SessionEnd } from '../session/decision.js';
+import type { Decision, RequestJudge } from '../session/decision.js';
+import { JudgeWrapper } from '../session/judge-wrapper.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import type { ApprovalAudit } from '../approval/approval-gate.js';
@@ -33,6 +33,18 @@ export interface MaskingOptions {
   log: Logger;
 }
 
+/** Masking as one user sees it. */
+interface UserView {
+  /** Masked tables and views (schema.name) this user is not exempt from. */
+  names: Set<string>;
+  /** The same, without schema (an unqualified name may mean any of them). */
+  bare: Set<string>;
+  /** Rule tables this user is exempt from. */
+  exempt: Set<string>;
+  /** Masked column names (tables and views) this user sees masked. */
+  columnNames: Set<string>;
+}
+
 const COPY_KINDS = new Set(['write', 'ddl', 'export']);
 const LEAKY_FUNCTIONS = ['pg_notify', 'set_config'];
 
@@ -40,22 +52,12 @@ function asStatements(about: Decision['about']): StatementInfo[] {
   return (about ?? []) as StatementInfo[];
 }
 
-export class MaskingJudge implements RequestJudge {
+export class MaskingJudge extends JudgeWrapper {
   constructor(
-    private readonly inner: RequestJudge,
+    inner: RequestJudge,
     private readonly o: MaskingOptions,
-  ) {}
-
-  checkStartup(params: ReadonlyMap<string, string>): PgErrorFields | null {
-    return this.inner.checkStartup?.(params) ?? null;
-  }
-
-  opened(session: SessionInfo): void {
-    this.inner.opened?.(session);
-  }
-
-  closed(session: SessionInfo, end: SessionEnd): void {
-    this.inner.closed?.(session, end);
+  ) {
+    super(inner);
   }
 
   judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision> {
@@ -69,16 +71,14 @@ export class MaskingJudge implements RequestJudge {
     const rules = policy.masking;
     if (rules.tables.size === 0) return d;
     const withDdl = this.invalidateAfterDdl(d, session.database);
-    let anyMasked = false;
-    for (const t of rules.tables.values()) if (!t.exempt.some((g) => g(session.user))) anyMasked = true;
-    if (!anyMasked) return withDdl;
+    if (this.viewFor(session.user, null, policy).names.size === 0) return withDdl;
     const masks = this.o.catalog.get(session.database, rules);
     if (masks instanceof Promise) {
       return masks.then(
         (m) => this.decide(withDdl, session, m, policy),
         (err: unknown) => {
           this.o.log.error({ message: (err as Error).message, database: session.database }, 'masking catalog unavailable');
-          return this.decideBlind(withDdl, policy);
+          return this.decideBlind(withDdl, session, policy);
         },
       );
     }
@@ -99,31 +99,36 @@ export class MaskingJudge implements RequestJudge {
     };
   }
 
-  /** Masked tables and views for one user, qualified and bare names; cached per catalog state. */
-  private readonly nameSets = new WeakMap<object, Map<string, { names: Set<string>; bare: Set<string> }>>();
+  /** What masking means for one user, derived once per catalog state (or rules, without a catalog). */
+  private readonly views = new WeakMap<object, Map<string, UserView>>();
 
-  private maskedNamesFor(session: SessionInfo, masks: DatabaseMasks | null, policy: Policy): { names: Set<string>; bare: Set<string> } {
+  private viewFor(user: string, masks: DatabaseMasks | null, policy: Policy): UserView {
     const owner: object = masks ?? policy.masking;
-    let perUser = this.nameSets.get(owner);
-    if (!perUser) this.nameSets.set(owner, (perUser = new Map()));
-    let sets = perUser.get(session.user);
-    if (!sets) {
+    let perUser = this.views.get(owner);
+    if (!perUser) this.views.set(owner, (perUser = new Map()));
+    let v = perUser.get(user);
+    if (!v) {
       const names = new Set<string>();
-      for (const t of policy.masking.tables.values()) if (!t.exempt.some((g) => g(session.user))) names.add(`${t.schema}.${t.table}`);
-      for (const v of masks?.views ?? []) names.add(v);
-      sets = { names, bare: new Set([...names].map((n) => n.slice(n.indexOf('.') + 1))) };
+      const exempt = new Set<string>();
+      for (const [key, t] of policy.masking.tables) {
+        if (t.exempt.some((g) => g(user))) exempt.add(key);
+        else names.add(key);
+      }
+      for (const view of masks?.views ?? []) names.add(view);
+      const columnNames = new Set<string>();
+      for (const [name, m] of masks?.names ?? []) if (!m.sources.every((src) => exempt.has(src))) columnNames.add(name);
+      v = { names, bare: new Set([...names].map((n) => n.slice(n.indexOf('.') + 1))), exempt, columnNames };
       if (perUser.size > 1000) perUser.clear();
-      perUser.set(session.user, sets);
+      perUser.set(user, v);
     }
-    return sets;
+    return v;
   }
 
   /** Whether the statements name a masked table or view (unqualified: in any schema). */
-  private touched(statements: StatementInfo[], session: SessionInfo, masks: DatabaseMasks | null, policy: Policy): boolean {
-    const { names, bare } = this.maskedNamesFor(session, masks, policy);
+  private touched(statements: StatementInfo[], view: UserView): boolean {
     for (const st of statements) {
       for (const r of st.relations) {
-        if (r.schema !== undefined ? names.has(`${r.schema}.${r.name}`) : bare.has(r.name)) return true;
+        if (r.schema !== undefined ? view.names.has(`${r.schema}.${r.name}`) : view.bare.has(r.name)) return true;
       }
     }
     return false;
@@ -131,27 +136,21 @@ export class MaskingJudge implements RequestJudge {
 
   private decide(d: Extract<Decision, { action: 'allow' }>, session: SessionInfo, masks: DatabaseMasks, policy: Policy): Decision {
     const statements = asStatements(d.about);
-    if (!this.touched(statements, session, masks, policy)) return d;
-    const refusal = this.refusal(d, statements, session, masks, policy);
+    const view = this.viewFor(session.user, masks, policy);
+    if (!this.touched(statements, view)) return d;
+    const refusal = this.refusal(d, statements, view, policy);
     if (refusal) return refusal;
-    const exempt = new Set<string>();
-    for (const [key, t] of policy.masking.tables) if (t.exempt.some((g) => g(session.user))) exempt.add(key);
-    const maskedNames = new Set<string>();
-    for (const [name, m] of masks.names) if (!m.sources.every((s) => exempt.has(s))) maskedNames.add(name);
-    const masker = new ResultMasker({ masks, exempt, maskedNames, statements, key: this.o.key });
+    const masker = new ResultMasker({ masks, exempt: view.exempt, maskedNames: view.columnNames, statements, key: this.o.key });
     return { ...d, mask: { masker, done: () => this.record(session, d, masker) } };
   }
 
   /** Without the catalog, a request naming a masked table is refused (fail closed). */
-  private decideBlind(d: Extract<Decision, { action: 'allow' }>, policy: Policy): Decision {
-    const statements = asStatements(d.about);
-    const names = new Set([...policy.masking.tables.values()].map((t) => t.table));
-    if (!statements.some((st) => st.relations.some((r) => names.has(r.name)))) return d;
+  private decideBlind(d: Extract<Decision, { action: 'allow' }>, session: SessionInfo, policy: Policy): Decision {
+    if (!this.touched(asStatements(d.about), this.viewFor(session.user, null, policy))) return d;
     return { action: 'deny', rule: 'masking-catalog', about: d.about ?? [], error: pgError.maskingUnavailable() };
   }
 
-  private refusal(d: Extract<Decision, { action: 'allow' }>, statements: StatementInfo[], session: SessionInfo, masks: DatabaseMasks, policy: Policy): Decision | null {
-    const maskedNames = new Set(masks.names.keys());
+  private refusal(d: Extract<Decision, { action: 'allow' }>, statements: StatementInfo[], view: UserView, policy: Policy): Decision | null {
     for (const st of statements) {
       const leaky = st.functions.find((f) => LEAKY_FUNCTIONS.includes(f.slice(f.lastIndexOf('.') + 1)));
       if (leaky) {
@@ -159,14 +158,14 @@ export class MaskingJudge implements RequestJudge {
       }
       const copies = st.kinds.some((k) => COPY_KINDS.has(k));
       if (!copies) continue;
-      const readsMasked = this.touched([{ ...st, relations: st.relations.filter((r) => r.access === 'read') }], session, masks, policy);
+      const readsMasked = this.touched([{ ...st, relations: st.relations.filter((r) => r.access === 'read') }], view);
       // UPDATE … SET x = email copies within a row; a DELETE's or INSERT … VALUES' mention of a
       // masked column (WHERE, RETURNING) moves nothing (RETURNING is masked like any result).
       const mentionsMasked =
         (st.node === 'UpdateStmt' || st.node === 'MergeStmt') &&
         st.columns.some((c) => {
           const last = c.slice(c.lastIndexOf('.') + 1);
-          return last === '*' || maskedNames.has(last);
+          return last === '*' || view.columnNames.has(last);
         });
       if (!readsMasked && !mentionsMasked) continue;
       const reason = 'the statement copies data from masked columns to a place where it would not be masked';

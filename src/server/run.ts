@@ -87,7 +87,7 @@ export async function startInstance(config: Config, log: Logger): Promise<Runnin
   const review = holder
     ? await startReviewServer(config, log, { audit: audit.sink ? approvalAuditOf(audit.sink) : null, metrics: () => holder.metrics.snapshot() })
     : null;
-  if (review && holder && !config.approval.publicUrl) holder.usePageUrl(`${review.http.url}/`);
+  if (review && holder) holder.usePageUrl(review.url);
   return {
     proxy,
     review,
@@ -109,7 +109,7 @@ async function runSingle(config: Config, log: Logger): Promise<void> {
   let draining = false;
   const health = config.healthListen ? await startHealthServer(config.healthListen, () => draining) : undefined;
   const { proxy, review } = inst;
-  log.info({ event: 'ready', listen: `${proxy.host}:${proxy.port}`, workers: 1, ...(review ? { approvals: review.http.url } : {}) }, 'pgwarden is accepting connections');
+  log.info({ event: 'ready', listen: `${proxy.host}:${proxy.port}`, workers: 1, ...(review ? { approvals: review.url } : {}) }, 'pgwarden is accepting connections');
   const stop = async (signal: string) => {
     if (draining) return;
     draining = true;
@@ -165,7 +165,7 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
   let health: Server | undefined;
   if (config.healthListen) health = await startHealthServer(config.healthListen, () => draining);
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
-  log.info({ event: 'ready', listen: `${host}:${boundPort}`, workers: config.workers, ...(review ? { approvals: review.http.url } : {}) }, 'pgwarden is accepting connections');
+  log.info({ event: 'ready', listen: `${host}:${boundPort}`, workers: config.workers, ...(review ? { approvals: review.url } : {}) }, 'pgwarden is accepting connections');
   const stop = (signal: string) => {
     if (draining) return;
     draining = true;

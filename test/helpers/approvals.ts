@@ -96,7 +96,7 @@ export async function startApprovalInstance(
   });
   const inst = await startInstance(config, silentLogger);
   return Object.assign(inst, {
-    api: inst.review!.http.url,
+    api: inst.review!.url.replace(/\/$/, ''),
     prefix,
     stream,
     dir,
