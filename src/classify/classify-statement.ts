@@ -1,3 +1,4 @@
+import { copyInfo } from '../masking/copy-format.js';
 import { selectLineage, type SelectLineage } from '../masking/lineage.js';
 import type { Kind, RelationRef, SettingChange, StatementInfo } from './statement-info.js';
 
@@ -142,6 +143,7 @@ class Collector {
   columns = new Set<string>();
   settings: SettingChange[] = [];
   unanalysable: string[] = [];
+  updatesRows = false;
   /** CTE names visible at the current point of the walk (innermost last). */
   private cteScopes: Set<string>[] = [];
 
@@ -185,6 +187,7 @@ class Collector {
       case 'DeleteStmt':
       case 'MergeStmt':
         this.kinds.add('write');
+        if (type === 'UpdateStmt' || type === 'MergeStmt') this.updatesRows = true;
         this.withScope(n.withClause, () => {
           // The target of INSERT/UPDATE/DELETE/MERGE is always a table, never a CTE.
           if (isObject(n.relation)) this.addRelation(n.relation, 'write', true);
@@ -453,7 +456,9 @@ export function classifyStatement(stmt: Json): StatementInfo {
     ...(uses ? { uses } : {}),
     ...(forgets ? { forgets } : {}),
     ...(serverFileAccess ? { serverFileAccess } : {}),
+    ...(c.updatesRows ? { updatesRows: true } : {}),
     ...lineageOf(node, n),
+    ...(node === 'CopyStmt' ? { copy: copyInfo(n) } : {}),
   };
 }
 

@@ -1,3 +1,4 @@
+import type { CopyInfo } from '../masking/copy-format.js';
 import type { SelectLineage } from '../masking/lineage.js';
 /**
  * What classification knows about one SQL statement. Produced from PostgreSQL's own parse tree
@@ -49,10 +50,17 @@ export interface StatementInfo {
   uses?: { type: 'prepared' | 'cursor'; name: string };
   /** CLOSE / DEALLOCATE / DISCARD: the name it removes, or null for ALL. */
   forgets?: { type: 'prepared' | 'cursor' | 'all'; name: string | null };
+  /**
+   * An UPDATE or MERGE anywhere in the statement (top level, a CTE, COPY (…)): it can copy one
+   * column's values into another column of the same rows.
+   */
+  updatesRows?: boolean;
   /** COPY ... TO/FROM a server file or PROGRAM. */
   serverFileAccess?: boolean;
   /** Statements returning rows: where each output column comes from (masking). */
   lineage?: SelectLineage;
+  /** COPY: direction, endpoint, data format and what it copies (masking of COPY TO STDOUT). */
+  copy?: CopyInfo;
 }
 
 export type ClassifyResult =

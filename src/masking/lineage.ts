@@ -15,6 +15,12 @@ export interface OutputLineage {
   wholeRow: boolean;
   /** The whole expression is count(…): it reveals a number of rows, not values. */
   countOnly: boolean;
+  /**
+   * The expression is a bare column reference, so the column's own strategy may apply to it.
+   * Anything computed from a masked column (substr(ssn, 1, 5), upper(email)) is redacted
+   * instead: a partial strategy over a transformed value would show what the rule hides.
+   */
+  plain: boolean;
 }
 
 export interface SelectLineage {
@@ -83,7 +89,8 @@ function exprLineage(val: unknown, relationNames: ReadonlySet<string>): OutputLi
   const fc = isObj(val) && isObj(val.FuncCall) ? val.FuncCall : null;
   const fname = fc ? fieldNames(fc.funcname) : [];
   const countOnly = fc !== null && fname[fname.length - 1] === 'count' && (fname.length === 1 || fname[0] === 'pg_catalog') && fc.over === undefined;
-  return { refs: [...refs], wholeRow, countOnly };
+  const plain = isObj(val) && isObj(val.ColumnRef) && !wholeRow && refs.size === 1;
+  return { refs: [...refs], wholeRow, countOnly, plain };
 }
 
 /** Lineage of a SelectStmt parse node (the value under `SelectStmt`). */
@@ -96,7 +103,8 @@ export function selectLineage(select: Node): SelectLineage {
     return {
       outputs: l.outputs.map((o, i) => {
         const p = r.outputs![i]!;
-        return { refs: [...new Set([...o.refs, ...p.refs])], wholeRow: o.wholeRow || p.wholeRow, countOnly: o.countOnly && p.countOnly };
+        const refs = [...new Set([...o.refs, ...p.refs])];
+        return { refs, wholeRow: o.wholeRow || p.wholeRow, countOnly: o.countOnly && p.countOnly, plain: o.plain && p.plain && refs.length === 1 };
       }),
       direct: false,
     };

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { parseSync } from 'libpg-query';
 import type { Logger } from '../logger.js';
 import { sidePool } from '../server/side-pool.js';
-import { selectLineage } from './lineage.js';
+import { selectLineage, type OutputLineage } from './lineage.js';
 import type { MaskRules } from './mask-rules.js';
 import { DEFAULT_REDACTION } from './mask-rules.js';
 import type { MaskStrategy } from './strategies.js';
@@ -31,9 +31,28 @@ export interface DatabaseMasks {
   views: ReadonlySet<string>;
   /** Masked column names (base tables and views) → their mask, for expression lineage. */
   names: ReadonlyMap<string, ColumnMask>;
+  /** The rule tables that exist (schema.table): OID and live columns in attnum order (COPY table TO). */
+  tables: ReadonlyMap<string, { oid: number; columns: readonly { name: string; attnum: number }[] }>;
 }
 
 const REDACT: MaskStrategy = { kind: 'redact', text: DEFAULT_REDACTION };
+
+/**
+ * The mask of one output column known only by its lineage (a view column, a COPY (query)
+ * column): a bare reference to a masked column keeps that column's strategy; anything computed
+ * from one, a whole row, or a name that may have been renamed on the way is redacted. count(…) is
+ * clean. `lookup` says which names are masked.
+ */
+export function lineageMask(o: OutputLineage, direct: boolean, lookup: (name: string) => ColumnMask | undefined, column: string, allSources: readonly string[]): ColumnMask | null {
+  if (o.countOnly) return null;
+  if (o.wholeRow || !direct) {
+    return o.wholeRow || o.refs.length > 0 ? { strategy: REDACT, column, sources: allSources } : null;
+  }
+  const hits = o.refs.map(lookup).filter((m): m is ColumnMask => m !== undefined);
+  if (hits.length === 0) return null;
+  return { strategy: o.plain && hits.length === 1 ? hits[0]!.strategy : REDACT, column, sources: [...new Set(hits.flatMap((h) => h.sources))] };
+}
+
 
 const TABLES_SQL = `
 SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS table, a.attnum::int AS attnum, a.attname::text AS column
@@ -112,7 +131,8 @@ export class MaskCatalog {
   private async load(database: string, rules: MaskRules): Promise<DatabaseMasks> {
     const byOid = new Map<number, Map<number, ColumnMask>>();
     const views = new Set<string>();
-    if (rules.tables.size === 0) return { byOid, views, names: new Map() };
+    const present = new Map<string, { oid: number; columns: { name: string; attnum: number }[] }>();
+    if (rules.tables.size === 0) return { byOid, views, names: new Map(), tables: present };
     const schemas: string[] = [];
     const tables: string[] = [];
     for (const t of rules.tables.values()) {
@@ -128,6 +148,9 @@ export class MaskCatalog {
       const key = `${r.schema}.${r.table}`;
       const strategy = rules.tables.get(key)?.columns.get(r.column);
       const oid = Number(r.oid);
+      let t = present.get(key);
+      if (!t) present.set(key, (t = { oid, columns: [] }));
+      t.columns.push({ name: r.column, attnum: r.attnum });
       if (!byOid.has(oid)) {
         byOid.set(oid, new Map());
         baseOids.push(oid);
@@ -137,7 +160,8 @@ export class MaskCatalog {
       byOid.get(oid)!.set(r.attnum, mask);
       maskedNames.set(r.column, maskedNames.has(r.column) ? { ...mask, strategy: REDACT, sources: [...new Set([...maskedNames.get(r.column)!.sources, key])] } : mask);
     }
-    if (baseOids.length === 0) return { byOid, views, names: maskedNames };
+    for (const t of present.values()) t.columns.sort((a, b) => a.attnum - b.attnum);
+    if (baseOids.length === 0) return { byOid, views, names: maskedNames, tables: present };
     const vs = await pool.query<{ oid: string; schema: string; name: string; def: string; cols: string[]; nums: number[] }>(VIEWS_SQL, [baseOids]);
     const allSources = [...rules.tables.keys()];
     // Views on views: a column a view masks is a masked name for the views above it.
@@ -162,7 +186,7 @@ export class MaskCatalog {
       if (!grew) break;
     }
     this.log.debug({ database, tables: baseOids.length, views: views.size }, 'masking catalog loaded');
-    return { byOid, views, names: maskedNames };
+    return { byOid, views, names: maskedNames, tables: present };
   }
 
   /** The masked columns of one view: by lineage when it is direct, otherwise all of them (fail closed). */
@@ -185,19 +209,8 @@ export class MaskCatalog {
     const lineage = selectLineage(select);
     if (!lineage.outputs || lineage.outputs.length !== v.nums.length) return all('columns cannot be matched to the definition');
     lineage.outputs.forEach((o, i) => {
-      const num = v.nums[i]!;
-      const column = `${v.schema}.${v.name}.${v.cols[i]}`;
-      if (o.countOnly) return;
-      if (o.wholeRow || !lineage.direct) {
-        // Renamed on the way (subquery, CTE, set operation) or a whole row: mask unless it
-        // references nothing at all from a masked table.
-        if (o.wholeRow || o.refs.length > 0) out.set(num, { strategy: REDACT, column, sources: allSources });
-        return;
-      }
-      const hits = o.refs.map((r) => maskedNames.get(r)).filter((m): m is ColumnMask => m !== undefined);
-      if (hits.length === 0) return;
-      const plain = hits.length === 1 && o.refs.length === 1;
-      out.set(num, { strategy: plain ? hits[0]!.strategy : REDACT, column, sources: [...new Set(hits.flatMap((h) => h.sources))] });
+      const m = lineageMask(o, lineage.direct, (r) => maskedNames.get(r), `${v.schema}.${v.name}.${v.cols[i]}`, allSources);
+      if (m) out.set(v.nums[i]!, m);
     });
     return out;
   }

@@ -48,6 +48,17 @@ interface UserView {
 const COPY_KINDS = new Set(['write', 'ddl', 'export']);
 const LEAKY_FUNCTIONS = ['pg_notify', 'set_config'];
 
+/**
+ * COPY text is parsed byte-wise at ASCII delimiters, which is only sound in encodings where those
+ * bytes never occur inside a multi-byte character (not so in SJIS, BIG5, GBK …): the copy is
+ * masked only when the client encoding is UTF8 and the request does not change it.
+ */
+function clientEncodingProblem(statements: StatementInfo[], session: SessionInfo): string | null {
+  if (statements.some((s) => s.settings.some((x) => x.name === 'client_encoding'))) return 'the request changes client_encoding';
+  const enc = session.serverParams.get('client_encoding') ?? 'UTF8';
+  return /^utf-?8$/i.test(enc) ? null : `COPY data in client encoding ${enc} cannot be masked`;
+}
+
 function asStatements(about: Decision['about']): StatementInfo[] {
   return (about ?? []) as StatementInfo[];
 }
@@ -62,10 +73,10 @@ export class MaskingJudge extends JudgeWrapper {
 
   judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision> {
     const d = this.inner.judge(request, session, signal);
-    return d instanceof Promise ? d.then((x) => this.mask(x, session)) : this.mask(d, session);
+    return d instanceof Promise ? d.then((x) => this.mask(x, request, session)) : this.mask(d, request, session);
   }
 
-  private mask(d: Decision, session: SessionInfo): Decision | Promise<Decision> {
+  private mask(d: Decision, request: Request, session: SessionInfo): Decision | Promise<Decision> {
     if (d.action !== 'allow') return d;
     const policy = this.o.policy.current;
     const rules = policy.masking;
@@ -75,14 +86,14 @@ export class MaskingJudge extends JudgeWrapper {
     const masks = this.o.catalog.get(session.database, rules);
     if (masks instanceof Promise) {
       return masks.then(
-        (m) => this.decide(withDdl, session, m, policy),
+        (m) => this.decide(withDdl, request, session, m, policy),
         (err: unknown) => {
           this.o.log.error({ message: (err as Error).message, database: session.database }, 'masking catalog unavailable');
           return this.decideBlind(withDdl, session, policy);
         },
       );
     }
-    return this.decide(withDdl, session, masks, policy);
+    return this.decide(withDdl, request, session, masks, policy);
   }
 
   /** DDL can create views on masked tables or rename columns: reload the catalog after it ran. */
@@ -134,13 +145,13 @@ export class MaskingJudge extends JudgeWrapper {
     return false;
   }
 
-  private decide(d: Extract<Decision, { action: 'allow' }>, session: SessionInfo, masks: DatabaseMasks, policy: Policy): Decision {
+  private decide(d: Extract<Decision, { action: 'allow' }>, request: Request, session: SessionInfo, masks: DatabaseMasks, policy: Policy): Decision {
     const statements = asStatements(d.about);
     const view = this.viewFor(session.user, masks, policy);
     if (!this.touched(statements, view)) return d;
-    const refusal = this.refusal(d, statements, view, policy);
+    const refusal = this.refusal(d, statements, view, policy, session);
     if (refusal) return refusal;
-    const masker = new ResultMasker({ masks, exempt: view.exempt, maskedNames: view.columnNames, statements, key: this.o.key });
+    const masker = new ResultMasker({ masks, exempt: view.exempt, maskedNames: view.columnNames, statements, key: this.o.key, ordered: request.kind === 'simple' });
     return { ...d, mask: { masker, done: () => this.record(session, d, masker) } };
   }
 
@@ -150,25 +161,8 @@ export class MaskingJudge extends JudgeWrapper {
     return { action: 'deny', rule: 'masking-catalog', about: d.about ?? [], error: pgError.maskingUnavailable() };
   }
 
-  private refusal(d: Extract<Decision, { action: 'allow' }>, statements: StatementInfo[], view: UserView, policy: Policy): Decision | null {
-    for (const st of statements) {
-      const leaky = st.functions.find((f) => LEAKY_FUNCTIONS.includes(f.slice(f.lastIndexOf('.') + 1)));
-      if (leaky) {
-        return { action: 'deny', rule: 'masked-side-channel', about: d.about ?? [], error: pgError.maskedSideChannel(leaky) };
-      }
-      const copies = st.kinds.some((k) => COPY_KINDS.has(k));
-      if (!copies) continue;
-      const readsMasked = this.touched([{ ...st, relations: st.relations.filter((r) => r.access === 'read') }], view);
-      // UPDATE … SET x = email copies within a row; a DELETE's or INSERT … VALUES' mention of a
-      // masked column (WHERE, RETURNING) moves nothing (RETURNING is masked like any result).
-      const mentionsMasked =
-        (st.node === 'UpdateStmt' || st.node === 'MergeStmt') &&
-        st.columns.some((c) => {
-          const last = c.slice(c.lastIndexOf('.') + 1);
-          return last === '*' || view.columnNames.has(last);
-        });
-      if (!readsMasked && !mentionsMasked) continue;
-      const reason = 'the statement copies data from masked columns to a place where it would not be masked';
+  private refusal(d: Extract<Decision, { action: 'allow' }>, statements: StatementInfo[], view: UserView, policy: Policy, session: SessionInfo): Decision | null {
+    const copyRefusal = (reason: string): Decision => {
       if (policy.maskedCopy === 'deny') {
         return { action: 'deny', rule: 'masked-copy', about: d.about ?? [], error: pgError.policyDenied('masked-copy', reason) };
       }
@@ -179,6 +173,33 @@ export class MaskingJudge extends JudgeWrapper {
         error: pgError.reviewUnavailable('masked-copy', reason),
         review: { reason, approvers: 1, reviewers: [], grants: true },
       };
+    };
+    for (const st of statements) {
+      const leaky = st.functions.find((f) => LEAKY_FUNCTIONS.includes(f.slice(f.lastIndexOf('.') + 1)));
+      if (leaky) {
+        return { action: 'deny', rule: 'masked-side-channel', about: d.about ?? [], error: pgError.maskedSideChannel(leaky) };
+      }
+      // UPDATE … SET x = email copies within a row, wherever the UPDATE hides (a CTE, COPY (…));
+      // a DELETE's or INSERT … VALUES' mention of a masked column (WHERE, RETURNING) moves
+      // nothing (RETURNING is masked like any result).
+      const mentionsMasked =
+        st.updatesRows === true &&
+        st.columns.some((c) => {
+          const last = c.slice(c.lastIndexOf('.') + 1);
+          return last === '*' || view.columnNames.has(last);
+        });
+      if (mentionsMasked) return copyRefusal('the statement copies data from masked columns to a place where it would not be masked');
+      if (st.copy?.direction === 'to' && st.copy.endpoint === 'client' && this.touched([st], view)) {
+        // COPY … TO STDOUT is masked row by row (copy-rows.ts) when its bytes can be parsed for sure.
+        const unmaskable = 'unsupported' in st.copy.format ? st.copy.format.unsupported : clientEncodingProblem(statements, session);
+        if (unmaskable) return copyRefusal(`${unmaskable}; the COPY reads masked columns`);
+        continue;
+      }
+      const copies = st.kinds.some((k) => COPY_KINDS.has(k));
+      if (!copies) continue;
+      const readsMasked = this.touched([{ ...st, relations: st.relations.filter((r) => r.access === 'read') }], view);
+      if (!readsMasked) continue;
+      return copyRefusal('the statement copies data from masked columns to a place where it would not be masked');
     }
     return null;
   }

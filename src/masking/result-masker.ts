@@ -1,6 +1,8 @@
 import type { StatementInfo } from '../classify/statement-info.js';
 import { BackendTag } from '../protocol/codes.js';
-import type { ColumnMask, DatabaseMasks } from './mask-catalog.js';
+import type { CopyInfo } from './copy-format.js';
+import { CopyRowMasker } from './copy-rows.js';
+import { lineageMask, type ColumnMask, type DatabaseMasks } from './mask-catalog.js';
 import { DEFAULT_REDACTION } from './mask-rules.js';
 import { maskBinary, maskText, strategyLabel, type MaskStrategy } from './strategies.js';
 
@@ -19,6 +21,12 @@ import { maskBinary, maskText, strategyLabel, type MaskStrategy } from './strate
  * Which fields are masked: a field with a table OID is looked up in the catalog (base tables and
  * the views built on them); an expression (table OID 0) is masked unless the statement's parse
  * tree shows it cannot carry a masked value (fail closed).
+ *
+ * COPY … TO STDOUT: CopyOutResponse (Int8 overall format, Int16 column count, Int16 format per
+ * column) names no tables, so the columns come from the COPY statement: `COPY t (cols)` through
+ * the catalog's column list of t, `COPY (query)` through the query's lineage. Each CopyData row
+ * is then masked by CopyRowMasker. Whatever cannot be planned is redacted, and rows that cannot
+ * be masked (binary format) are not forwarded.
  */
 const TEXT_OID = 25;
 const REDACT: MaskStrategy = { kind: 'redact', text: DEFAULT_REDACTION };
@@ -33,6 +41,11 @@ export interface MaskContext {
   statements: readonly StatementInfo[];
   /** HMAC key of the `hash` strategy. */
   key: Buffer;
+  /**
+   * The statements run in the order listed (a simple Query): the k-th CopyOutResponse answers
+   * the k-th COPY TO STDOUT. Otherwise only a lone COPY statement can be matched to its answer.
+   */
+  ordered: boolean;
 }
 
 interface FieldPlan {
@@ -52,6 +65,12 @@ export class ResultMasker {
   readonly maskedColumns = new Map<string, string>();
   /** A DataRow arrived without a RowDescription to go by; it was fully redacted. */
   blind = 0;
+  /** CopyOutResponses seen in this request. */
+  private copies = 0;
+  /** The COPY being answered: masked row by row, dropped (cannot be masked), or passed through. */
+  private copy: CopyRowMasker | 'drop' | null = null;
+  /** CopyData messages not forwarded because their format cannot be masked. */
+  droppedCopyRows = 0;
 
   constructor(private readonly ctx: MaskContext) {}
 
@@ -137,6 +156,86 @@ export class ResultMasker {
   endResult(): void {
     this.plan = null;
     this.described = false;
+    this.copy = null;
+  }
+
+  /** CopyOutResponse: plan the COPY's columns. */
+  onCopyOut(frame: Buffer): Buffer {
+    const overallFormat = frame[5];
+    const count = frame.readInt16BE(6);
+    const copies = this.ctx.statements.filter((s) => s.copy?.direction === 'to' && s.copy.endpoint === 'client');
+    const k = this.copies++;
+    const st = this.ctx.ordered ? copies[k] : copies.length === 1 ? copies[0] : undefined;
+    const plan = this.copyPlan(st?.copy, count);
+    if (plan.every((p) => p === null)) {
+      this.copy = null;
+      return frame;
+    }
+    const format = st?.copy?.format;
+    this.copy = overallFormat !== 0 || !format || 'unsupported' in format ? 'drop' : new CopyRowMasker(format, plan, this.ctx.key);
+    return frame;
+  }
+
+  /** CopyData of a COPY TO: the masked row, or null when nothing is to be forwarded (yet). */
+  onCopyData(frame: Buffer): Buffer | null {
+    const copy = this.copy;
+    if (copy === null) return frame;
+    if (copy === 'drop') {
+      this.droppedCopyRows++;
+      return null;
+    }
+    const out = copy.push(frame.subarray(5));
+    return out.length > 0 ? copyData(out) : null;
+  }
+
+  /** CopyDone: an unfinished last row is masked and sent before it. */
+  onCopyDone(frame: Buffer): Buffer {
+    const copy = this.copy;
+    this.copy = null;
+    if (copy instanceof CopyRowMasker) {
+      const rest = copy.end();
+      if (rest.length > 0) return Buffer.concat([copyData(rest), frame]);
+    }
+    return frame;
+  }
+
+  /** Per COPY output column: its mask, or null. Unplannable columns are redacted. */
+  private copyPlan(info: CopyInfo | undefined, count: number): (MaskStrategy | null)[] {
+    const all = (why: string): MaskStrategy[] => {
+      this.maskedColumns.set(`(copy: ${why})`, strategyLabel(REDACT));
+      return new Array<MaskStrategy>(count).fill(REDACT);
+    };
+    if (!info) return all('statement not known');
+    const table = info.table ?? info.query?.starOf;
+    if (table) return this.tableCopyPlan(table, info.table?.columns, count) ?? all('table columns not known');
+    const lineage = info.query?.lineage;
+    if (!lineage?.outputs || lineage.outputs.length !== count) return all('query columns not known');
+    return lineage.outputs.map((o, i) => {
+      const m = lineageMask(o, lineage.direct, (r) => (this.ctx.maskedNames.has(r) ? this.ctx.masks.names.get(r) : undefined), `(copy column ${i + 1})`, []);
+      if (m) this.maskedColumns.set(m.column, strategyLabel(m.strategy));
+      return m?.strategy ?? null;
+    });
+  }
+
+  /** `COPY t [(cols)]` or `COPY (SELECT * FROM t)`: t's columns through the catalog; null when t is not one known table. */
+  private tableCopyPlan(ref: { schema?: string; name: string }, columns: readonly string[] | undefined, count: number): (MaskStrategy | null)[] | null {
+    const tables = this.ctx.masks.tables;
+    const candidates =
+      ref.schema !== undefined
+        ? [tables.get(`${ref.schema}.${ref.name}`)].filter((t) => t !== undefined)
+        : [...tables].filter(([key]) => key.slice(key.indexOf('.') + 1) === ref.name).map(([, t]) => t);
+    // Unqualified and present in several schemas: which one the search_path picks is not known.
+    if (candidates.length !== 1) return null;
+    const t = candidates[0]!;
+    const names = columns ?? t.columns.map((c) => c.name);
+    if (names.length !== count) return null;
+    return names.map((name) => {
+      const col = t.columns.find((c) => c.name === name);
+      if (!col) return REDACT;
+      const m = this.columnMask(t.oid, col.attnum);
+      if (m) this.maskedColumns.set(m.column, strategyLabel(m.strategy));
+      return m?.strategy ?? null;
+    });
   }
 
   /** NoData: no rows will follow (any that do are redacted). */
@@ -214,4 +313,13 @@ export class ResultMasker {
     }
     return out;
   }
+}
+
+/** A CopyData message ("Message Formats": Byte1('d'), Int32 length, the data). */
+function copyData(payload: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + payload.length);
+  out[0] = BackendTag.CopyData;
+  out.writeInt32BE(4 + payload.length, 1);
+  payload.copy(out, 5);
+  return out;
 }

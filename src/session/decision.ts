@@ -74,6 +74,10 @@ export interface AnswerMasker {
   endResult(): void;
   /** NoData. */
   clearPlan(): void;
+  /** CopyOutResponse, CopyData and CopyDone of a COPY … TO STDOUT (CopyData: null = forward nothing). */
+  onCopyOut(frame: Buffer): Buffer;
+  onCopyData(frame: Buffer): Buffer | null;
+  onCopyDone(frame: Buffer): Buffer;
   /** Masked columns seen (column → strategy label), for the audit log. */
   readonly maskedColumns: ReadonlyMap<string, string>;
 }

@@ -74,6 +74,12 @@ export class MaskWindows {
         return redactMessage(bytes);
       case BackendTag.NoticeResponse:
         return redactMessage(bytes);
+      case BackendTag.CopyOutResponse:
+        return w.masker.onCopyOut(bytes);
+      case BackendTag.CopyData:
+        return w.masker.onCopyData(bytes);
+      case BackendTag.CopyDone:
+        return w.masker.onCopyDone(bytes);
       default:
         return bytes;
     }

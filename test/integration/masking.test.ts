@@ -7,7 +7,8 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.js';
 import { startInstance, type RunningInstance } from '../../src/server/run.js';
-import { createTestDatabase, directClient, testConfig } from '../helpers/proxy.js';
+import { createTestDatabase, directClient, testConfig, UPSTREAM_URL } from '../helpers/proxy.js';
+import { libpqEnv, run, runOk } from '../helpers/spawn.js';
 
 /**
  * PII masking through the proxy with real clients against a seeded schema: no raw value of a
@@ -164,6 +165,12 @@ describe('plain column references', () => {
 describe('expressions, whole rows, set operations, subqueries', () => {
   const corpus = parseYaml(readFileSync(new URL('../fixtures/masking-bypass.yaml', import.meta.url), 'utf8')) as { sql: string; why: string }[];
   it.each(corpus.map((e) => [e.why, e.sql]))('%s: %s', async (_why, sql) => {
+    if (/\bCOPY\b/.test(sql)) {
+      // node-postgres has no COPY: psql, as an agent's shell would run it.
+      const r = await run('psql', ['-X', '-q', '-c', sql], { env: libpqEnv(url()) });
+      noRaw([r.stdout, r.stderr]);
+      return;
+    }
     const c = new pg.Client({ connectionString: url() });
     await c.connect();
     try {
@@ -268,10 +275,85 @@ describe('errors, notices and side channels', () => {
   });
 
   it('copying masked data elsewhere needs review (refused without an approval channel)', async () => {
-    for (const sql of ['CREATE TABLE leak AS SELECT email FROM customers', 'INSERT INTO orders SELECT id, id, length(ssn) FROM customers', 'UPDATE customers SET name = email', 'COPY customers TO STDOUT', 'COPY (SELECT email FROM customers) TO STDOUT WITH CSV']) {
+    for (const sql of ['CREATE TABLE leak AS SELECT email FROM customers', 'INSERT INTO orders SELECT id, id, length(ssn) FROM customers', 'UPDATE customers SET name = email', 'COPY customers TO STDOUT (FORMAT binary)', "COPY customers TO STDOUT (ENCODING 'LATIN1')", 'WITH u AS (UPDATE customers SET name = email RETURNING 1) SELECT count(*) FROM u', 'COPY (UPDATE customers SET name = ssn RETURNING id) TO STDOUT', 'WITH u AS (UPDATE customers SET name = phone RETURNING id) DELETE FROM orders WHERE id IN (SELECT id FROM u)']) {
       const e = (await q(sql).catch((x: unknown) => x)) as pg.DatabaseError;
       expect(e.code, sql).toBe('42501');
     }
+  });
+});
+
+describe('COPY … TO STDOUT data', () => {
+  /** psql through the proxy (simple protocol), as the given user; stdout is what the user sees. */
+  async function psql(sql: string, user = 'postgres', target = url(user)): Promise<string> {
+    return (await runOk('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql], { env: libpqEnv(target) })).stdout;
+  }
+
+  it('text format: masked columns masked, the others exactly as PostgreSQL writes them', async () => {
+    const out = await psql('COPY customers TO STDOUT');
+    const rows = out.trimEnd().split('\n').map((l) => l.split('\t'));
+    expect(rows.map((r) => r.slice(0, 5))).toEqual([
+      ['1', 'Alice', 'a***@example.com', '***', '***0100'],
+      ['2', 'Bob', 'b***@example.org', '***', '***0199'],
+    ]);
+    expect(rows[0]![5]).toMatch(/^[0-9a-f]{32}$/);
+    // hash agrees with the row masker: joins between COPY output and query results still work
+    expect(rows[0]![5]).toBe((await q('SELECT card_number FROM customers WHERE id = 1')).rows[0].card_number);
+    noRaw(out);
+  });
+
+  it('CSV with a header and a column list, and a query with expressions and SELECT *', async () => {
+    expect(await psql('COPY customers (id, email, name) TO STDOUT WITH (FORMAT csv, HEADER)')).toBe('id,email,name\n1,"a***@example.com",Alice\n2,"b***@example.org",Bob\n');
+    expect(await psql('COPY (SELECT id, upper(email), name, count(*) OVER () FROM customers ORDER BY id) TO STDOUT WITH CSV')).toBe('1,"***",Alice,2\n2,"***",Bob,2\n');
+    const star = await psql('COPY (SELECT * FROM public.customers WHERE id = 1) TO STDOUT WITH CSV');
+    expect(star).toMatch(/^1,Alice,"a\*\*\*@example\.com","\*\*\*","\*\*\*0100","[0-9a-f]{32}"\n$/);
+    const employees = await psql("COPY (SELECT e.name, e.salary, c.email FROM employees e, customers c WHERE c.id = 2) TO STDOUT (DELIMITER '|', NULL 'none')");
+    expect(employees).toBe('Eve|***|b***@example.org\n');
+    noRaw([star, employees]);
+  });
+
+  it('values with delimiters, quotes, backslashes and newlines, and NULLs, in one multi-statement request', async () => {
+    const sql = [
+      'BEGIN',
+      "INSERT INTO customers VALUES (7, E'Tab\\there, \"q\"', E'we\\\\ird\\t,\"x\"\\n@example.com', NULL, E'+1\\n555-0177', NULL)",
+      'COPY customers (id, name, email, ssn, phone) TO STDOUT',
+      "COPY customers (id, name, email, ssn, phone) TO STDOUT WITH (FORMAT csv, QUOTE '''', ESCAPE '\\', NULL 'NULL')",
+      'ROLLBACK',
+    ].join('; ');
+    const out = await psql(sql);
+    const lines = out.split('\n').filter((l) => l.startsWith('7'));
+    expect(lines).toEqual(['7\tTab\\there, "q"\tw***@example.com\t\\N\t***0177', "7,'Tab\there, \"q\"','w***@example.com',NULL,'***0177'"]);
+    expect(out).not.toContain('ird');
+    noRaw(out);
+  });
+
+  it('another schema’s same-named table, an exempt user and an unmasked table pass through byte for byte', async () => {
+    expect(await psql('COPY other.customers TO STDOUT')).toBe('1\tvisible@other.example\n');
+    expect(await psql('COPY customers (id, email) TO STDOUT', 'dpo')).toBe('1\talice@example.com\n2\tbob@example.org\n');
+    const direct = await runOk('psql', ['-X', '-q', '-c', 'COPY orders TO STDOUT WITH CSV HEADER'], { env: libpqEnv(UPSTREAM_URL, db.name) });
+    expect(await psql('COPY orders TO STDOUT WITH CSV HEADER')).toBe(direct.stdout);
+  });
+
+  it('postgres.js (extended protocol) COPY stream is masked too', async () => {
+    const sql = postgres(url(), { max: 1, onnotice: () => {} });
+    try {
+      const chunks: Buffer[] = [];
+      const stream = await sql`COPY customers (id, email, ssn) TO STDOUT WITH CSV`.readable();
+      for await (const chunk of stream) chunks.push(chunk as Buffer);
+      expect(Buffer.concat(chunks).toString()).toBe('1,"a***@example.com","***"\n2,"b***@example.org","***"\n');
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('binary COPY and a non-UTF8 client encoding are refused, not sent unmasked', async () => {
+    const bin = await run('psql', ['-X', '-q', '-c', 'COPY customers TO STDOUT (FORMAT binary)'], { env: libpqEnv(url()) });
+    expect(bin.code).not.toBe(0);
+    expect(bin.stderr).toContain('binary format cannot be masked');
+    // (Connecting with client_encoding SJIS is refused at startup; changing it on the way is too.)
+    const enc = await run('psql', ['-X', '-q', '-c', "SET client_encoding TO 'SJIS'; COPY customers TO STDOUT"], { env: libpqEnv(url()) });
+    expect(enc.code).not.toBe(0);
+    expect(enc.stderr).toMatch(/ERROR: .*client_encoding/);
+    noRaw([bin.stdout, enc.stdout]);
   });
 });
 
