@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import { createRemoteJWKSet } from 'jose';
+import { codeOf, groupsClaim, JWS_COMPACT, stringClaim, verifyOidcToken } from '../identity/oidc-token.js';
 import type { Config } from '../config/schema.js';
 import { silentLogger, type Logger } from '../logger.js';
 
@@ -24,20 +25,6 @@ export type ReviewerAuthConfig = Pick<Config['approval'], 'reviewers' | 'oidc' |
 
 /** Longer credentials are refused before hashing or parsing: no real token comes near this. */
 const MAX_TOKEN_LENGTH = 8 * 1024;
-
-/**
- * JWS compact serialization: three base64url segments. Only such tokens reach jose, so static
- * tokens and junk never cause a JWKS fetch. The signature segment may be empty here (`alg: none`)
- * so that jose refuses it with a logged reason rather than it vanishing silently.
- */
-const JWS_COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-
-/**
- * Asymmetric algorithms only. An HMAC algorithm would let anyone holding the provider's public key
- * (it is public) forge tokens if a key were ever used as an HMAC secret (key confusion); `none`
- * is never acceptable.
- */
-const OIDC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
 
 const TOKEN_HASH = /^sha256:([0-9a-f]{64})$/;
 
@@ -136,39 +123,22 @@ export class ReviewerAuth {
     oidc: NonNullable<ReviewerAuthConfig['oidc']>,
     jwks: ReturnType<typeof createRemoteJWKSet>,
   ): Promise<Reviewer | null> {
-    let payload: JWTPayload;
-    try {
-      ({ payload } = await jwtVerify(token, jwks, {
-        issuer: oidc.issuer,
-        audience: oidc.audience,
-        algorithms: OIDC_ALGORITHMS,
-        clockTolerance: this.clockToleranceSec,
-        // A token without an expiry would be valid forever once leaked.
-        requiredClaims: ['exp'],
-      }));
-    } catch (err) {
-      const { reason, provider } = joseReason(err);
+    const verified = await verifyOidcToken(token, oidc, jwks, this.clockToleranceSec);
+    if (!('payload' in verified)) {
       // The provider being unreachable is an operational problem, not a bad credential: warn so
       // that it is seen, since every OIDC reviewer is locked out meanwhile.
-      if (provider) {
-        this.log.warn({ via: 'oidc', reason }, 'OIDC key set unavailable; OIDC reviewers cannot sign in');
+      if (verified.provider) {
+        this.log.warn({ via: 'oidc', reason: verified.reason }, 'OIDC key set unavailable; OIDC reviewers cannot sign in');
         return null;
       }
-      return this.fail('oidc', reason);
+      return this.fail('oidc', verified.reason);
     }
-
-    // Own properties only: a claim named like an Object.prototype member must not resolve to it.
-    const name = Object.hasOwn(payload, oidc.nameClaim) ? payload[oidc.nameClaim] : undefined;
-    if (typeof name !== 'string' || name.trim() === '') return this.fail('oidc', `no usable ${oidc.nameClaim} claim`);
-
-    const raw = Object.hasOwn(payload, oidc.groupsClaim) ? payload[oidc.groupsClaim] : undefined;
-    let groups: string[] = [];
-    if (typeof raw === 'string') groups = [raw];
-    // An array with anything but strings is not trusted at all rather than partly.
-    else if (Array.isArray(raw) && raw.every((g) => typeof g === 'string')) groups = raw as string[];
+    const name = stringClaim(verified.payload, oidc.nameClaim);
+    if (name === undefined) return this.fail('oidc', `no usable ${oidc.nameClaim} claim`);
+    const groups = groupsClaim(verified.payload, oidc.groupsClaim);
 
     // Groups come from the token alone: a static reviewer of the same name lends none of theirs.
-    return this.reviewer(name, unique(groups.filter((g) => g !== '')), 'oidc');
+    return this.reviewer(name, groups, 'oidc');
   }
 
   private reviewer(name: string, groups: string[], via: Reviewer['via']): Reviewer {
@@ -234,62 +204,4 @@ export function mayDecide(
 
 function unique(xs: readonly string[]): string[] {
   return [...new Set(xs)];
-}
-
-function codeOf(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
-/**
- * A loggable reason for a jose failure, from its code and claim only: the error's payload and
- * message are not logged. `provider` marks failures to obtain the key set.
- */
-function joseReason(err: unknown): { reason: string; provider: boolean } {
-  const code = codeOf(err);
-  const claim = (err as { claim?: unknown } | null)?.claim;
-  const why = (err as { reason?: unknown } | null)?.reason;
-  switch (code) {
-    case 'ERR_JWT_EXPIRED':
-      return { reason: 'expired', provider: false };
-    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      if (claim === 'aud') return { reason: 'wrong audience', provider: false };
-      if (claim === 'iss') return { reason: 'wrong issuer', provider: false };
-      if (claim === 'nbf') return { reason: 'not yet valid', provider: false };
-      if (claim === 'exp') return { reason: 'no usable exp claim', provider: false };
-      return { reason: `claim ${String(claim)} ${String(why)}`, provider: false };
-    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
-      return { reason: 'bad signature', provider: false };
-    case 'ERR_JOSE_ALG_NOT_ALLOWED':
-      return { reason: 'algorithm not allowed', provider: false };
-    case 'ERR_JWKS_NO_MATCHING_KEY':
-      return { reason: 'no matching key in the key set', provider: false };
-    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
-      return { reason: 'several matching keys, none verified', provider: false };
-    case 'ERR_JWS_INVALID':
-    case 'ERR_JWT_INVALID':
-      return { reason: 'malformed token', provider: false };
-    case 'ERR_JOSE_NOT_SUPPORTED':
-      return { reason: 'unsupported algorithm or key', provider: false };
-    case 'ERR_JWK_INVALID':
-      return { reason: 'invalid key in the key set', provider: false };
-    case 'ERR_JWKS_TIMEOUT':
-      return { reason: 'key set fetch timed out', provider: true };
-    case 'ERR_JWKS_INVALID':
-      return { reason: 'key set is not a valid JWKS', provider: true };
-    case 'ERR_JOSE_GENERIC':
-      // jose's fetch: non-200 answer or a body that is not JSON.
-      return { reason: 'key set fetch failed', provider: true };
-    default: {
-      // fetch() failing (connection refused, DNS, TLS) surfaces as a TypeError with a cause; jose's
-      // own TypeErrors have none.
-      // Anything else is not blamed on the provider (and not warned about: a caller must not be
-      // able to fill the warn log with crafted tokens).
-      if (err instanceof TypeError && err.cause !== undefined) {
-        const cause = codeOf(err.cause);
-        return { reason: `key set fetch failed${cause ? ` (${cause})` : ''}`, provider: true };
-      }
-      return { reason: `unexpected error${code ? ` (${code})` : ''}`, provider: false };
-    }
-  }
 }

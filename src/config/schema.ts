@@ -104,6 +104,12 @@ export const configSchema = z
          * and verdicts are shared by every instance there); without Redis they are refused.
          */
         enabled: z.boolean().default(true),
+        /**
+         * Where requests, verdicts and grants live: `redis` (redisUrl; shared by every worker and
+         * instance) or `memory` (this one process only: `workers: 1`; used by `pgwarden demo`).
+         * Unset: redis.
+         */
+        store: z.enum(['redis', 'memory']).optional(),
         /** host:port of the approval page, WebSocket and REST API. */
         listen: hostPort.default('127.0.0.1:6480'),
         /** HTTPS for the page and API; both paths or neither. */
@@ -192,11 +198,62 @@ export const configSchema = z
       })
       .strict()
       .default({ refreshSeconds: 60 }),
+    /**
+     * How agents authenticate. passthrough (default): the client authenticates to PostgreSQL
+     * through pgwarden with a database user and password. agents: pgwarden authenticates the
+     * agents listed in the rules (`agents:`; SCRAM secret or OIDC access token) and logs in
+     * upstream as each agent's mapped role with credentials the agent never sees.
+     */
+    identity: z
+      .object({
+        mode: z.enum(['passthrough', 'agents']).default('passthrough'),
+        /**
+         * Upstream credentials per mapped role. The password comes from `passwordEnv` (the name
+         * of an environment variable) or `password`; a role not listed uses the environment
+         * variable PGWARDEN_ROLE_PASSWORD_<ROLE> (upper case, other characters as _), else none
+         * (for trust or certificate authentication upstream).
+         */
+        roles: z
+          .record(
+            z.string().min(1),
+            z.object({ password: z.string().min(1).optional(), passwordEnv: z.string().min(1).optional() }).strict(),
+          )
+          .default({}),
+        /** Agents sending an OIDC access token as their password (agents with `oidc: {subject}`). */
+        oidc: z
+          .object({
+            issuer: z.string().min(1),
+            audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+            jwksUrl: z.string().url(),
+            /** Claim whose value names the agent (matched with `agents[].oidc.subject`). */
+            agentClaim: z.string().min(1).default('sub'),
+            /** Claim listing groups for rules (`match.groups`). */
+            groupsClaim: z.string().min(1).default('groups'),
+            /** A bearer token sent in cleartext can be replayed: without TLS to the client it is refused unless this is set. */
+            allowPlaintext: z.boolean().default(false),
+          })
+          .strict()
+          .optional(),
+        /** A session whose OIDC token expires: end it then (default), or keep it open. */
+        tokenExpiry: z.enum(['end-session', 'keep']).default('end-session'),
+      })
+      .strict()
+      .default({ mode: 'passthrough', roles: {}, tokenExpiry: 'end-session' }),
     /** Directory of rule files (*.yaml). Default: the rules/ directory shipped with pgwarden. */
     rulesDir: z.string().optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Each worker would hold its own requests, invisible to the page and to the other workers.
+    if (c.approval.enabled && c.approval.store === 'memory' && c.workers > 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['approval', 'store'],
+        message: `memory keeps approval requests inside one process, but workers is ${c.workers}: set workers: 1, or keep approvals in Redis (redisUrl, approval.store: redis), which every worker shares`,
+      });
+    }
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;

@@ -19,6 +19,10 @@ import type { Action } from './rules-schema.js';
  */
 export interface EvalContext {
   user: string;
+  /** The verified agent (identity.mode: agents); undefined for passthrough connections. */
+  agent?: string;
+  /** The verified agent's groups (rules file and OIDC claim). */
+  groups?: readonly string[];
   database: string;
   application: string;
   /** Schemas an unqualified name may resolve to, in any order. */
@@ -101,6 +105,8 @@ function listHolds<T>(items: readonly T[], test: (item: T, all: boolean) => bool
 
 function identityHolds(m: CompiledMatch, ctx: EvalContext): boolean {
   if (m.users && !anyGlob(m.users, ctx.user)) return false;
+  if (m.agents && (ctx.agent === undefined || !anyGlob(m.agents, ctx.agent))) return false;
+  if (m.groups && !(ctx.groups ?? []).some((g) => anyGlob(m.groups!, g))) return false;
   if (m.applications && !anyGlob(m.applications, ctx.application)) return false;
   if (m.databases && !anyGlob(m.databases, ctx.database)) return false;
   return true;

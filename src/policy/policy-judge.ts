@@ -69,11 +69,12 @@ function newState(): SessionPolicyState {
 
 /** The evaluation context: '$user' expanded, pg_catalog and pg_temp always searched. */
 function evalContext(
-  identity: { user: string; database: string; application: string; inTransaction: boolean },
+  identity: { user: string; database: string; application: string; inTransaction: boolean; agent?: string; groups?: readonly string[]; role?: string },
   searchPath: Iterable<string>,
 ): EvalContext {
   const path: string[] = [];
-  for (const schema of searchPath) path.push(schema === '$user' ? identity.user : schema);
+  // '$user' is the role the server session runs as: the mapped upstream role for an agent.
+  for (const schema of searchPath) path.push(schema === '$user' ? (identity.role ?? identity.user) : schema);
   path.push(...ALWAYS_SEARCHED);
   return { ...identity, searchPath: path };
 }
@@ -126,6 +127,7 @@ export class PolicyJudge implements RequestJudge {
         database: session.database,
         application: session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '',
         inTransaction: session.txStatus !== 'I',
+        ...(session.identity ? { agent: session.identity.agent, groups: session.identity.groups, role: session.identity.role } : {}),
       },
       state.searchPath,
     );

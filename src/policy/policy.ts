@@ -1,7 +1,7 @@
 import type { Kind } from '../classify/statement-info.js';
 import { NO_MASKING, type MaskRules } from '../masking/mask-rules.js';
 import { compileGlob, type Glob } from './glob.js';
-import type { Action, MatchInput, RuleInput } from './rules-schema.js';
+import type { Action, AgentInput, MatchInput, RuleInput } from './rules-schema.js';
 
 /** Rules compiled for evaluation: one immutable snapshot per load (DESIGN.md style rule 9). */
 export interface NamePattern {
@@ -16,6 +16,8 @@ export interface CompiledMatch {
   functions?: NamePattern[];
   settings?: Glob[];
   users?: Glob[];
+  agents?: Glob[];
+  groups?: Glob[];
   applications?: Glob[];
   databases?: Glob[];
   unanalysable?: boolean;
@@ -30,6 +32,8 @@ export interface ReviewTerms {
   grants: boolean;
   /** Overrides the configured timeout. */
   timeoutSeconds?: number;
+  /** On approval, run under this role (just-in-time elevation). */
+  elevate?: string;
 }
 
 export const DEFAULT_REVIEW_TERMS: ReviewTerms = Object.freeze({ approvers: 1, reviewers: [], grants: true });
@@ -59,6 +63,31 @@ export interface Policy {
   masking: MaskRules;
   /** Statements copying masked data elsewhere: review or deny. */
   maskedCopy: 'review' | 'deny';
+  /** Agents pgwarden authenticates (identity.mode: agents), by name. */
+  agents: ReadonlyMap<string, AgentEntry>;
+}
+
+export interface AgentEntry {
+  name: string;
+  auth: { scram: string } | { oidcSubject: string };
+  role: string;
+  database?: string;
+  groups: readonly string[];
+  elevate: readonly string[];
+  /** Changes whenever anything about the agent does: open sessions of a changed agent end. */
+  fingerprint: string;
+}
+
+export function compileAgent(a: AgentInput): AgentEntry {
+  const entry = {
+    name: a.name,
+    auth: a.scram !== undefined ? { scram: a.scram } : { oidcSubject: a.oidc!.subject },
+    role: a.role,
+    ...(a.database !== undefined ? { database: a.database } : {}),
+    groups: a.groups ?? [],
+    elevate: a.elevate ?? [],
+  };
+  return { ...entry, fingerprint: JSON.stringify(entry) };
 }
 
 export function compileNamePattern(pattern: string): NamePattern {
@@ -74,6 +103,8 @@ export function compileMatch(m: MatchInput): CompiledMatch {
     ...(m.functions ? { functions: m.functions.map(compileNamePattern) } : {}),
     ...(m.settings ? { settings: m.settings.map((s) => compileGlob(s.toLowerCase())) } : {}),
     ...(m.users ? { users: m.users.map(compileGlob) } : {}),
+    ...(m.agents ? { agents: m.agents.map(compileGlob) } : {}),
+    ...(m.groups ? { groups: m.groups.map(compileGlob) } : {}),
     ...(m.applications ? { applications: m.applications.map(compileGlob) } : {}),
     ...(m.databases ? { databases: m.databases.map(compileGlob) } : {}),
     ...(m.unanalysable !== undefined ? { unanalysable: m.unanalysable } : {}),
@@ -96,6 +127,7 @@ export function compileRule(r: RuleInput, source: string): CompiledRule {
             reviewers: r.review?.reviewers ?? [],
             grants: r.review?.grants ?? true,
             ...(r.review?.timeout_seconds !== undefined ? { timeoutSeconds: r.review.timeout_seconds } : {}),
+            ...(r.review?.elevate !== undefined ? { elevate: r.review.elevate } : {}),
           },
         }
       : {}),
@@ -115,5 +147,6 @@ export function emptyPolicy(): Policy {
     sensitive: { tables: [], rowThreshold: 1000, rowCap: null },
     masking: NO_MASKING,
     maskedCopy: 'review',
+    agents: new Map(),
   };
 }

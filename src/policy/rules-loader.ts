@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { compileMasking } from '../masking/mask-rules.js';
-import { compileNamePattern, compileRule, emptyPolicy, type Policy } from './policy.js';
+import { compileAgent, compileNamePattern, compileRule, emptyPolicy, type AgentEntry, type Policy } from './policy.js';
 import { rulesFileSchema } from './rules-schema.js';
 
 /**
@@ -52,6 +52,7 @@ export function compileRules(docs: { file: string; text: string }[]): Policy {
   let rowThreshold: number | undefined;
   const masking: Parameters<typeof compileMasking>[0] = [];
   let rowCap: number | undefined;
+  const agents = new Map<string, AgentEntry>();
 
   const setOnce = (key: string, file: string, apply: () => void) => {
     const prev = definedIn.get(key);
@@ -94,6 +95,13 @@ export function compileRules(docs: { file: string; text: string }[]): Policy {
     if (p?.fastpath !== undefined) setOnce('policy.fastpath', file, () => (policy.fastpath = p.fastpath!));
     if (p?.masked_copy !== undefined) setOnce('policy.masked_copy', file, () => (policy.maskedCopy = p.masked_copy!));
     (data.masking ?? []).forEach((entry, index) => masking.push({ entry, file: base, index }));
+    (data.agents ?? []).forEach((a, i) => {
+      if (agents.has(a.name)) {
+        problems.push({ file: base, path: `agents.${i}.name`, message: `agent "${a.name}" is already defined` });
+        return;
+      }
+      agents.set(a.name, compileAgent(a));
+    });
     (p?.rules ?? []).forEach((rule, i) => {
       const prev = names.get(rule.name);
       if (prev !== undefined) {
@@ -112,6 +120,7 @@ export function compileRules(docs: { file: string; text: string }[]): Policy {
   problems.push(...compiledMasking.problems);
   if (problems.length > 0) throw new RulesInvalid(problems);
   policy.masking = compiledMasking.rules;
+  policy.agents = agents;
   if (rowThreshold !== undefined) policy.sensitive.rowThreshold = rowThreshold;
   policy.sensitive.rowCap = rowCap ?? null;
   policy.version = hash.digest('hex').slice(0, 12);

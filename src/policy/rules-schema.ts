@@ -10,6 +10,7 @@ export type Action = (typeof ACTIONS)[number];
 
 const nonEmptyList = <T extends z.ZodTypeAny>(item: T) => z.array(item).min(1, 'must list at least one entry');
 const identifierPattern = z.string().min(1).max(200);
+const ROLE_NAME = /^[A-Za-z_][A-Za-z0-9_$-]{0,62}$/;
 
 /** Conditions of a rule; every condition given must hold (AND); within a list, see README. */
 export const matchSchema = z
@@ -19,6 +20,10 @@ export const matchSchema = z
     functions: nonEmptyList(identifierPattern).optional(),
     settings: nonEmptyList(identifierPattern).optional(),
     users: nonEmptyList(identifierPattern).optional(),
+    /** Verified agent names (identity.mode: agents); never matches a passthrough connection. */
+    agents: nonEmptyList(identifierPattern).optional(),
+    /** Groups of the verified agent (its `groups` here, plus the OIDC groups claim). */
+    groups: nonEmptyList(identifierPattern).optional(),
     applications: nonEmptyList(z.string().max(200)).optional(),
     databases: nonEmptyList(identifierPattern).optional(),
     /** true: the rule applies to statements that cannot be analysed (DO, CALL, dynamic SQL ...). */
@@ -34,7 +39,7 @@ export const ruleSchema = z
     description: z.string().optional(),
     match: matchSchema,
     /** Identity conditions under which the rule does not apply (e.g. a migration user). */
-    except: matchSchema.pick({ users: true, applications: true, databases: true }).strict().optional(),
+    except: matchSchema.pick({ users: true, agents: true, groups: true, applications: true, databases: true }).strict().optional(),
     action: z.enum(ACTIONS),
     /** Deny: replaces the error message. Review: shown as the error's DETAIL. */
     message: z.string().max(500).optional(),
@@ -49,12 +54,46 @@ export const ruleSchema = z
         grants: z.boolean().optional(),
         /** Overrides approval.timeoutSeconds for this rule. */
         timeout_seconds: z.number().int().min(1).max(86_400).optional(),
+        /**
+         * Just-in-time elevation: on approval the statement runs under this role (pgwarden
+         * issues SET ROLE before it and RESET ROLE after). Only for agents whose `elevate` lists it.
+         */
+        elevate: z.string().regex(ROLE_NAME, 'a role name').optional(),
       })
       .strict()
       .optional(),
   })
   .strict()
   .refine((r) => r.review === undefined || r.action === 'review', { message: '`review` settings apply only to rules with action: review', path: ['review'] });
+
+/**
+ * An agent pgwarden authenticates itself (identity.mode: agents): how it proves who it is, and
+ * which upstream role (and database) its connections use. No secret is stored here: a SCRAM
+ * verifier cannot be turned back into the secret, and the upstream role's password lives in the
+ * configuration or environment.
+ */
+export const agentSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$/, 'letters, digits, "_", ".", "@" or "-" (at most 63)'),
+    description: z.string().max(500).optional(),
+    /** SCRAM-SHA-256 verifier of the agent's secret (`pgwarden agent-secret` prints one). */
+    scram: z
+      .string()
+      .regex(/^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/, 'expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>')
+      .optional(),
+    /** OIDC: the agent sends an access token as its password; identity.oidc.agentClaim must equal `subject`. */
+    oidc: z.object({ subject: z.string().min(1).max(500) }).strict().optional(),
+    /** The upstream role its connections log in as. */
+    role: z.string().regex(ROLE_NAME, 'a role name'),
+    /** The one database it may use (default: the one it asks for). */
+    database: z.string().min(1).max(63).optional(),
+    /** Groups for rules (`match.groups`). */
+    groups: z.array(identifierPattern).optional(),
+    /** Roles a review rule's `elevate` may switch it to for an approved statement. */
+    elevate: z.array(z.string().regex(ROLE_NAME, 'a role name')).optional(),
+  })
+  .strict()
+  .refine((a) => (a.scram === undefined) !== (a.oidc === undefined), { message: 'give exactly one of scram or oidc' });
 
 /** How one masked column is shown (see src/masking/strategies.ts). */
 export const maskStrategySchema = z.union([
@@ -79,6 +118,8 @@ export const rulesFileSchema = z
   .object({
     /** PII columns masked in every result an agent receives. */
     masking: z.array(maskingEntrySchema).optional(),
+    /** Agents pgwarden authenticates itself (identity.mode: agents). */
+    agents: z.array(agentSchema).optional(),
     policy: z
       .object({
         /**
@@ -111,5 +152,6 @@ export const rulesFileSchema = z
   .strict();
 
 export type RuleInput = z.infer<typeof ruleSchema>;
+export type AgentInput = z.infer<typeof agentSchema>;
 export type MatchInput = z.infer<typeof matchSchema>;
 export type RulesFile = z.infer<typeof rulesFileSchema>;

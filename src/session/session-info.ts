@@ -1,4 +1,5 @@
 import type { PgErrorFields } from '../protocol/backend.js';
+import type { AgentIdentity } from '../identity/agent-identity.js';
 import type { TxStatus } from '../protocol/codes.js';
 
 /** What the decision step may know about a connection (read-only view of the session). */
@@ -6,7 +7,10 @@ export interface SessionInfo {
   readonly id: number;
   /** Startup parameters as the client sent them (user, database, application_name, options, ...). */
   readonly startupParams: ReadonlyMap<string, string>;
+  /** The database user, or with identity.mode agents the verified agent's name. */
   readonly user: string;
+  /** The verified agent (identity.mode: agents); undefined with passthrough authentication. */
+  readonly identity?: AgentIdentity;
   readonly database: string;
   readonly clientAddress: string;
   readonly tls: boolean;

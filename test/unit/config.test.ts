@@ -55,6 +55,7 @@ const DEFAULTS: Config = {
     actsAs: {},
   },
   masking: { refreshSeconds: 60 },
+  identity: { mode: 'passthrough', roles: {}, tokenExpiry: 'end-session' },
   logLevel: 'info',
 };
 
