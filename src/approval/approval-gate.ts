@@ -83,7 +83,15 @@ export class ApprovalGate extends JudgeWrapper {
         if (grant) {
           this.o.metrics.count('granted');
           log.info({ rule: refusal.rule, grant: grant.id }, 'statement runs under a time-boxed grant');
-          return { action: 'allow', rule: refusal.rule, about: refusal.about ?? [], approval: { id: grant.id, by: grant.by, grant: grant.id } };
+          review.onApproved?.();
+          return {
+            action: 'allow',
+            rule: refusal.rule,
+            about: refusal.about ?? [],
+            approval: { id: grant.id, by: grant.by, grant: grant.id },
+            ...maskOf(review),
+            ...(review.onDone ? { onDone: review.onDone } : {}),
+          };
         }
       }
       if (signal.aborted) return { ...plain(refusal), error: pgError.approvalWithdrawn('(not created)') };
@@ -179,12 +187,16 @@ export class ApprovalGate extends JudgeWrapper {
         this.o.metrics.count('approved');
         this.o.metrics.observeWait(waited);
         this.notifyWebhook('approved', claimed);
+        const review = refusal.review!;
+        review.onApproved?.();
         return {
           action: 'allow',
           rule: refusal.rule,
           about: refusal.about ?? [],
           approval: { id: rec.id, by },
-          onDone: () => {
+          ...maskOf(review),
+          onDone: (outcome) => {
+            review.onDone?.(outcome);
             this.o.store.finish(rec.id).catch((err: unknown) => this.o.log.warn({ message: (err as Error).message, approval: rec.id }, 'could not mark the approval done'));
           },
         };
@@ -263,4 +275,9 @@ function needsReview(d: Decision): d is Refusal & { review: ReviewRequest } {
 function plain(refusal: Refusal): Refusal {
   const { review: _review, ...rest } = refusal;
   return rest;
+}
+
+/** The masking an approved statement gets: the one the masking judge planned for it. */
+function maskOf(review: ReviewRequest): Pick<Extract<Decision, { action: 'allow' }>, 'mask'> {
+  return review.mask ? { mask: review.mask } : {};
 }

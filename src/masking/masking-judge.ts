@@ -77,6 +77,7 @@ export class MaskingJudge extends JudgeWrapper {
   }
 
   private mask(d: Decision, request: Request, session: SessionInfo): Decision | Promise<Decision> {
+    if (d.action === 'deny' && d.review) return this.maskHeld(d as Decision & { action: 'deny'; review: NonNullable<Extract<Decision, { action: 'deny' }>['review']> }, request, session);
     if (d.action !== 'allow') return d;
     const policy = this.o.policy.current;
     const rules = policy.masking;
@@ -94,6 +95,22 @@ export class MaskingJudge extends JudgeWrapper {
       );
     }
     return this.decide(withDdl, request, session, masks, policy);
+  }
+
+  /**
+   * A statement held for review runs once approved: it is masked like an allowed one, so the
+   * plan travels with the review request (the approval gate applies it). If masking would refuse
+   * it outright, that refusal stands; if masking would hold it too, the reviewer is told why.
+   */
+  private maskHeld(d: Extract<Decision, { action: 'deny' }> & { review: NonNullable<Extract<Decision, { action: 'deny' }>['review']> }, request: Request, session: SessionInfo): Decision | Promise<Decision> {
+    const asAllowed: Decision = { action: 'allow', rule: d.rule, about: d.about ?? [] };
+    const combine = (m: Decision): Decision => {
+      if (m.action === 'allow') return { ...d, review: { ...d.review, ...(m.mask ? { mask: m.mask } : {}), ...(m.onDone ? { onDone: m.onDone } : {}) } };
+      if (!m.review) return m;
+      return { ...d, review: { ...d.review, reason: `${d.review.reason}; also: ${m.review.reason}` } };
+    };
+    const m = this.mask(asAllowed, request, session);
+    return m instanceof Promise ? m.then(combine) : combine(m);
   }
 
   /** DDL can create views on masked tables or rename columns: reload the catalog after it ran. */
@@ -135,9 +152,14 @@ export class MaskingJudge extends JudgeWrapper {
     return v;
   }
 
-  /** Whether the statements name a masked table or view (unqualified: in any schema). */
-  private touched(statements: StatementInfo[], view: UserView): boolean {
+  /**
+   * Whether the statements name a masked table or view (unqualified: in any schema). With
+   * `unknownCounts`, a statement pgwarden could not analyse (EXECUTE of a prepared statement it
+   * has not seen, a CALL …) counts too: what it reads is unknown, so its answer is masked.
+   */
+  private touched(statements: StatementInfo[], view: UserView, unknownCounts = false): boolean {
     for (const st of statements) {
+      if (unknownCounts && st.unanalysable.length > 0) return true;
       for (const r of st.relations) {
         if (r.schema !== undefined ? view.names.has(`${r.schema}.${r.name}`) : view.bare.has(r.name)) return true;
       }
@@ -148,7 +170,7 @@ export class MaskingJudge extends JudgeWrapper {
   private decide(d: Extract<Decision, { action: 'allow' }>, request: Request, session: SessionInfo, masks: DatabaseMasks, policy: Policy): Decision {
     const statements = asStatements(d.about);
     const view = this.viewFor(session.user, masks, policy);
-    if (!this.touched(statements, view)) return d;
+    if (!this.touched(statements, view, true)) return d;
     const refusal = this.refusal(d, statements, view, policy, session);
     if (refusal) return refusal;
     const masker = new ResultMasker({ masks, exempt: view.exempt, maskedNames: view.columnNames, statements, key: this.o.key, ordered: request.kind === 'simple' });
@@ -157,7 +179,7 @@ export class MaskingJudge extends JudgeWrapper {
 
   /** Without the catalog, a request naming a masked table is refused (fail closed). */
   private decideBlind(d: Extract<Decision, { action: 'allow' }>, session: SessionInfo, policy: Policy): Decision {
-    if (!this.touched(asStatements(d.about), this.viewFor(session.user, null, policy))) return d;
+    if (!this.touched(asStatements(d.about), this.viewFor(session.user, null, policy), true)) return d;
     return { action: 'deny', rule: 'masking-catalog', about: d.about ?? [], error: pgError.maskingUnavailable() };
   }
 

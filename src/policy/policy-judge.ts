@@ -175,7 +175,7 @@ export class PolicyJudge implements RequestJudge {
       verdict = judged.length === 0 ? j.verdict : stricter(verdict, j.verdict);
       judged.push(...j.statements);
     }
-    if (verdict.action !== 'allow') return this.toDecision(verdict, judged);
+    if (verdict.action !== 'allow') return this.toDecision(verdict, judged, undefined, state);
     const rule = verdict.rule;
     const estimateFor = this.estimateCandidate(policy, request, judged, ctx);
     if (!estimateFor) return this.finishAllowed(policy, judged, state, ctx, capKey, rule);
@@ -189,7 +189,7 @@ export class PolicyJudge implements RequestJudge {
         ...v,
         reason: `the planner estimates ${Math.round(rows)} rows from sensitive table(s), above the threshold of ${policy.sensitive.rowThreshold}: treated as a bulk export; ${v.reason}`,
       };
-      if (exportVerdict.action !== 'allow') return this.toDecision(exportVerdict, judged, Math.round(rows));
+      if (exportVerdict.action !== 'allow') return this.toDecision(exportVerdict, judged, Math.round(rows), state);
       return this.finishAllowed(policy, judged, state, ctx, capKey, exportVerdict.rule);
     });
   }
@@ -327,7 +327,7 @@ export class PolicyJudge implements RequestJudge {
     }
   }
 
-  private toDecision(v: Verdict, judged: readonly JudgedStatement[] = [], estimatedRows?: number): Decision {
+  private toDecision(v: Verdict, judged: readonly JudgedStatement[] = [], estimatedRows?: number, state?: SessionPolicyState): Decision {
     const about = judged.map((j) => j.statement);
     switch (v.action) {
       case 'allow':
@@ -356,6 +356,9 @@ export class PolicyJudge implements RequestJudge {
             grants: terms.grants,
             ...(terms.timeoutSeconds !== undefined ? { timeoutSeconds: terms.timeoutSeconds } : {}),
             ...(estimatedRows !== undefined ? { estimatedRows } : {}),
+            ...(terms.elevate !== undefined ? { elevate: terms.elevate } : {}),
+            // Approved, the statement runs: a PREPARE or DECLARE in it is then known to later requests.
+            ...(state ? { onApproved: () => this.applyEffects([...judged], state) } : {}),
           },
         };
       }

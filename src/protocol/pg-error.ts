@@ -17,6 +17,7 @@ export const SqlState = {
   TooManyConnections: '53300',
   ProgramLimitExceeded: '54000',
   InvalidAuthorizationSpecification: '28000',
+  InvalidPassword: '28P01',
   InternalError: 'XX000',
   CharacterNotInRepertoire: '22021',
   IoError: '58030',
@@ -42,6 +43,25 @@ export const pgError = {
   shuttingDown: () => fatal(SqlState.CannotConnectNow, 'pgwarden: the proxy is shutting down'),
   terminatedByShutdown: () =>
     fatal(SqlState.AdminShutdown, 'pgwarden: terminating connection because the proxy is shutting down'),
+  // ---- agent identities (identity.mode: agents) ----
+  /** Every failed agent login looks the same (unknown agent, wrong secret, bad token): no oracle. */
+  agentAuthFailed: (agent: string) => fatal(SqlState.InvalidPassword, `pgwarden: authentication failed for agent "${agent}"`),
+  agentTokenNeedsTls: () =>
+    fatal(SqlState.InvalidAuthorizationSpecification, 'pgwarden: an access token may only be sent over TLS', {
+      hint: 'Connect with sslmode=require (or verify-full).',
+    }),
+  agentDatabaseRefused: (agent: string, database: string) =>
+    fatal(SqlState.InvalidAuthorizationSpecification, `pgwarden: agent "${agent}" may only connect to database "${database}"`),
+  agentRevoked: (agent: string) =>
+    fatal(SqlState.AdminShutdown, `pgwarden: terminating connection because agent "${agent}" was revoked or changed`),
+  agentTokenExpired: () =>
+    fatal(SqlState.AdminShutdown, "pgwarden: terminating connection because the agent's access token expired", {
+      hint: 'Reconnect with a fresh token.',
+    }),
+  upstreamLoginFailed: () =>
+    fatal(SqlState.ConnectionRejected, "pgwarden: could not log in to the database server as the agent's role", {
+      hint: "The pgwarden administrator must check the role's credentials (identity.roles) and pg_hba.conf.",
+    }),
   upstreamUnavailable: () =>
     fatal(SqlState.ConnectionFailure, 'pgwarden: could not connect to the upstream database server'),
   upstreamClosed: () => fatal(SqlState.ConnectionFailure, 'pgwarden: the upstream database server closed the connection'),

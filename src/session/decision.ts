@@ -93,6 +93,17 @@ export interface ReviewRequest {
   timeoutSeconds?: number;
   /** The planner's row estimate, when the hold is a bulk read. */
   estimatedRows?: number;
+  /**
+   * How the answer is masked once approved (set by the masking judge): an approved statement
+   * is masked exactly like an allowed one.
+   */
+  mask?: { masker: AnswerMasker; done?: (masker: AnswerMasker) => void };
+  /** Effects of the statement on the session's policy state (PREPARE, DECLARE …) once it runs. */
+  onApproved?: () => void;
+  /** Called with the outcome once an approved statement has run (e.g. the masking catalog reloads after DDL). */
+  onDone?: Extract<Decision, { action: 'allow' }>['onDone'];
+  /** Just-in-time elevation: on approval the statement runs under this role. */
+  elevate?: string;
 }
 
 /** How a connection ended, for the decision step's bookkeeping and the audit log. */
