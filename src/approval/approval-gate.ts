@@ -64,8 +64,19 @@ export class ApprovalGate extends JudgeWrapper {
 
   judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision> {
     const d = this.inner.judge(request, session, signal);
-    if (d instanceof Promise) return d.then((x) => (needsReview(x) ? this.hold(request, session, signal, x) : x));
-    return needsReview(d) ? this.hold(request, session, signal, d) : d;
+    if (d instanceof Promise) return d.then((x) => this.decide(request, session, signal, x));
+    return this.decide(request, session, signal, d);
+  }
+
+  private decide(request: Request, session: SessionInfo, signal: AbortSignal, d: Decision): Decision | Promise<Decision> {
+    if (!needsReview(d)) return d;
+    if (!runsAnything(request)) {
+      // Parse/Describe/Sync only (postgres.js, psycopg prepare=True, pgbench -M prepared): nothing
+      // runs yet, and the Bind/Execute that runs it is judged (and held) on its own. Holding here
+      // would make reviewers approve one statement twice.
+      return { action: 'allow', rule: d.rule, about: d.about ?? [], ...maskOf(d.review) };
+    }
+    return this.hold(request, session, signal, d);
   }
 
   private async hold(request: Request, session: SessionInfo, signal: AbortSignal, refusal: Refusal & { review: ReviewRequest }): Promise<Decision> {
@@ -265,6 +276,12 @@ export class ApprovalGate extends JudgeWrapper {
   private notifyWebhook(event: WebhookEvent, rec: ApprovalRequest): void {
     this.o.webhook?.notify(event, rec);
   }
+}
+
+/** A request that executes something: a Query, an Execute, a FunctionCall or COPY data. */
+function runsAnything(request: Request): boolean {
+  if (request.kind !== 'extended') return true;
+  return request.messages.some((m) => m.msg.type === 'Execute');
 }
 
 function needsReview(d: Decision): d is Refusal & { review: ReviewRequest } {

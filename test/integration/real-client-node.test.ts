@@ -228,7 +228,7 @@ describe('postgres.js', () => {
   // Parse(S_n)/Describe(S_n)/Flush, and only after ParameterDescription sends Bind/Execute/Sync.
   // pgwarden holds the Parse/Describe/Flush batch (which runs nothing) as one approval request and
   // then the Bind/Execute/Sync as a second one, so reviewers must approve one query twice.
-  it.fails('asks reviewers once for a new parameterised statement', async () => {
+  it('asks reviewers once for a new parameterised statement', async () => {
     const { result, decisions } = await whileReviewing(APP, async () => [...(await sql`SELECT label FROM vault WHERE id = ${2}`)]);
     expect(result).toEqual([{ label: 'silver' }]);
     expect(decisions).toHaveLength(1);
