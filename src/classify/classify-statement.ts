@@ -28,6 +28,29 @@ function names(list: unknown): string[] {
 }
 
 /** The string value of an A_Const (or a TypeCast of one), else undefined. */
+function isColumnRef(node: unknown, column: string): boolean {
+  if (!isObject(node) || !isObject(node.ColumnRef) || !Array.isArray(node.ColumnRef.fields) || node.ColumnRef.fields.length !== 1) return false;
+  const f = node.ColumnRef.fields[0];
+  return isObject(f) && isObject(f.String) && f.String.sval === column;
+}
+
+/**
+ * `SELECT … FROM pg_settings WHERE name = '<constant>'` (pg_settings alone, unqualified or in
+ * pg_catalog): every row's `name` is that constant. Shadowing pg_settings or `=` through the
+ * search_path would take CREATE rights, which the rules hold for review.
+ */
+function pgSettingsPin(select: Json): string | undefined {
+  const from = select.fromClause;
+  if (!Array.isArray(from) || from.length !== 1 || !isObject(from[0]) || !isObject(from[0].RangeVar)) return undefined;
+  const rv = from[0].RangeVar;
+  if (rv.relname !== 'pg_settings' || (rv.schemaname !== undefined && rv.schemaname !== 'pg_catalog')) return undefined;
+  const w = isObject(select.whereClause) && isObject(select.whereClause.A_Expr) ? select.whereClause.A_Expr : null;
+  if (!w || w.kind !== 'AEXPR_OP' || !Array.isArray(w.name) || w.name.length !== 1 || constString(w.name[0]) !== '=') return undefined;
+  if (isColumnRef(w.lexpr, 'name')) return constString(w.rexpr);
+  if (isColumnRef(w.rexpr, 'name')) return constString(w.lexpr);
+  return undefined;
+}
+
 function constString(node: unknown): string | undefined {
   if (!isObject(node)) return undefined;
   if (isObject(node.TypeCast)) return constString(node.TypeCast.arg);
@@ -144,6 +167,11 @@ class Collector {
   settings: SettingChange[] = [];
   unanalysable: string[] = [];
   updatesRows = false;
+  /**
+   * Inside `SELECT … FROM pg_settings WHERE name = '<constant>'`: the setting a set_config(name, …)
+   * of that query changes (pg_dump since 15.8 sets restrict_nonsystem_relation_kind that way).
+   */
+  private pinnedSetting: string | undefined;
   /** CTE names visible at the current point of the walk (innermost last). */
   private cteScopes: Set<string>[] = [];
 
@@ -195,18 +223,22 @@ class Collector {
           this.walk(rest, 'read');
         });
         return;
-      case 'SelectStmt':
+      case 'SelectStmt': {
         if (n.intoClause !== undefined) {
           // SELECT ... INTO creates a table holding the result: an export, and a schema change.
           this.kinds.add('export');
           this.kinds.add('ddl');
         }
+        const outerPin = this.pinnedSetting;
+        this.pinnedSetting = pgSettingsPin(n);
         this.withScope(n.withClause, () => {
           const { withClause: _w, intoClause, ...rest } = n;
           if (isObject(intoClause) && isObject(intoClause.rel)) this.addRelation(intoClause.rel, 'ddl', true);
           this.walk(rest, 'read');
         });
+        this.pinnedSetting = outerPin;
         return;
+      }
       case 'IntoClause':
         if (isObject(n.rel)) this.visit('RangeVar', n.rel, 'ddl');
         return;
@@ -251,7 +283,7 @@ class Collector {
 
   private setConfig(args: unknown): void {
     const list = Array.isArray(args) ? args : [];
-    const name = constString(list[0]);
+    const name = constString(list[0]) ?? (isColumnRef(list[0], 'name') ? this.pinnedSetting : undefined);
     if (name === undefined) {
       this.unanalysable.push('set_config() with a computed setting name');
       return;

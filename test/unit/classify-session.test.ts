@@ -108,6 +108,24 @@ describe('classify: standard_conforming_strings through every route', () => {
     ]);
   });
 
+  it("pins set_config(name, …) FROM pg_settings WHERE name = '…' (pg_dump ≥ 15.8) to that setting, and nothing looser", () => {
+    const dump = one("SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'");
+    expect(dump.settings).toEqual([{ name: 'restrict_nonsystem_relation_kind', value: 'view, foreign-table', local: false, via: 'set_config' }]);
+    expect(dump.unanalysable).toEqual([]);
+    // A privilege setting pinned so is reported as such (and then denied by the rules).
+    expect(one("SELECT set_config(name, 'admin', false) FROM pg_catalog.pg_settings WHERE 'role' = name").settings[0]?.name).toBe('role');
+    for (const sql of [
+      "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name LIKE 'rest%'",
+      "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'a' OR true",
+      "SELECT set_config(name, 'x', false) FROM other.pg_settings WHERE name = 'a'",
+      "SELECT set_config(name, 'x', false) FROM pg_settings, t WHERE name = 'a'",
+      "SELECT set_config(name, 'x', false) FROM t WHERE name = 'a'",
+      "SELECT (SELECT set_config(name, 'x', false) FROM t) FROM pg_settings WHERE name = 'a'",
+    ]) {
+      expect(one(sql).unanalysable, sql).toContain('set_config() with a computed setting name');
+    }
+  });
+
   it('reports set_config of standard_conforming_strings, local flag included', () => {
     expect(one("SELECT set_config('standard_conforming_strings', 'off', true)").settings).toEqual([
       { name: 'standard_conforming_strings', value: 'off', local: true, via: 'set_config' },
