@@ -1,3 +1,4 @@
+import type { AgentIdentity } from '../identity/agent-identity.js';
 import type { Logger } from '../logger.js';
 import { pgError } from '../protocol/pg-error.js';
 import type { Decision, JudgedAbout, RequestJudge, RequestOutcome, SessionEnd } from '../session/decision.js';
@@ -232,6 +233,18 @@ export function sessionRef(session: SessionInfo): SessionRef {
     database: session.database,
     application: session.serverParams.get('application_name') ?? session.startupParams.get('application_name') ?? '',
     client: session.clientAddress,
+    ...(session.identity ? { identity: identityRef(session.identity) } : {}),
+  };
+}
+
+function identityRef(id: AgentIdentity): NonNullable<SessionRef['identity']> {
+  return {
+    agent: id.agent,
+    via: id.via,
+    role: id.role,
+    groups: [...id.groups],
+    ...(id.issuer !== undefined ? { issuer: id.issuer } : {}),
+    ...(id.subject !== undefined ? { subject: id.subject } : {}),
   };
 }
 

@@ -18,6 +18,18 @@ const sessionRef = z
     database: z.string(),
     application: z.string(),
     client: z.string(),
+    /** The verified agent (identity.mode agents): `user` is then its name, `role` the upstream role. */
+    identity: z
+      .object({
+        agent: z.string(),
+        via: z.enum(['scram', 'oidc']),
+        role: z.string(),
+        groups: z.array(z.string()),
+        issuer: z.string().optional(),
+        subject: z.string().optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

@@ -9,6 +9,7 @@ import { pgError } from '../protocol/pg-error.js';
 import { CancelKeys, workerOfProcessId } from '../session/cancel-keys.js';
 import { allowEverything, type RequestJudge } from '../session/decision.js';
 import { Session } from '../session/session.js';
+import type { AgentDirectory } from '../identity/agent-directory.js';
 import type { UpstreamTarget } from '../session/upstream-connect.js';
 
 /**
@@ -22,6 +23,8 @@ export interface ProxyOptions {
   workerId?: number;
   /** Delivers a CancelRequest whose key belongs to another worker process. */
   forwardCancel?: (workerId: number, processId: number, secretKey: Buffer) => void;
+  /** identity.mode agents: who may connect, and how pgwarden logs in upstream for them. */
+  agents?: AgentDirectory;
 }
 
 export interface RunningProxy {
@@ -88,6 +91,7 @@ export async function startProxy(config: Config, options: ProxyOptions = {}): Pr
       cancelKeys,
       routeCancel,
       log,
+      ...(options.agents ? { agents: options.agents } : {}),
       onClose: (s) => sessions.delete(s),
     });
     sessions.add(session);

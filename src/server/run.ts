@@ -1,4 +1,6 @@
 import cluster from 'node:cluster';
+import { createHmac } from 'node:crypto';
+import { AgentDirectory } from '../identity/agent-directory.js';
 import os from 'node:os';
 import type { Server } from 'node:http';
 import type { Config } from '../config/schema.js';
@@ -57,7 +59,11 @@ function instanceName(config: Config, workerId: number): string {
 }
 
 /** Policy → masking → approval gate (with Redis) → audit, for one process that holds connections. */
-async function buildJudge(config: Config, log: Logger, workerId: number): Promise<{ audit: AuditSetup; holder: Holder | null; rules: RulesStore; catalog: MaskCatalog }> {
+async function buildJudge(
+  config: Config,
+  log: Logger,
+  workerId: number,
+): Promise<{ audit: AuditSetup; holder: Holder | null; rules: RulesStore; catalog: MaskCatalog; agents: AgentDirectory | undefined }> {
   const { judge: policyJudge, rules } = await buildPolicyJudge(config, log);
   const holder = approvalsEnabled(config) ? await startHolder(config, log, instanceName(config, workerId)) : null;
   if (!holder && config.approval.enabled) log.warn('approvals need Redis (redisUrl): statements that need review are refused');
@@ -68,7 +74,8 @@ async function buildJudge(config: Config, log: Logger, workerId: number): Promis
     return holder ? holder.wrap(masking, a, () => rules.current.version) : masking;
   };
   const audit = await withAudit(config, inner, rules, log, workerId);
-  return { audit, holder, rules, catalog };
+  const agents = config.identity.mode === 'agents' ? new AgentDirectory(rules, config.identity, log, createHmac('sha256', key).update('pgwarden scram mock salt v1').digest()) : undefined;
+  return { audit, holder, rules, catalog, agents };
 }
 
 export interface RunningInstance {
@@ -82,8 +89,8 @@ export interface RunningInstance {
 
 /** One process doing everything: proxy, approval gate, review server, audit (also used by tests). */
 export async function startInstance(config: Config, log: Logger): Promise<RunningInstance> {
-  const { audit, holder, rules, catalog } = await buildJudge(config, log, 0);
-  const proxy = await startProxy(config, { log, judge: audit.judge });
+  const { audit, holder, rules, catalog, agents } = await buildJudge(config, log, 0);
+  const proxy = await startProxy(config, { log, judge: audit.judge, ...(agents ? { agents } : {}) });
   const review = holder
     ? await startReviewServer(config, log, { audit: audit.sink ? approvalAuditOf(audit.sink) : null, metrics: () => holder.metrics.snapshot() })
     : null;
@@ -189,11 +196,12 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
 async function runWorker(config: Config, log: Logger): Promise<void> {
   const workerId = Number(process.env.PGWARDEN_WORKER_ID ?? '0');
   const wlog = log.child({ worker: workerId });
-  const { audit, holder, catalog } = await buildJudge(config, wlog, workerId);
+  const { audit, holder, catalog, agents } = await buildJudge(config, wlog, workerId);
   const proxy = await startProxy(config, {
     judge: audit.judge,
     log: wlog,
     workerId,
+    ...(agents ? { agents } : {}),
     forwardCancel: (worker, processId, secretKey) =>
       process.send?.({ type: 'pgwarden:cancel', worker, processId, secretKey: secretKey.toString('hex') } satisfies CancelEnvelope),
   });

@@ -34,6 +34,10 @@ import { RequestAssembler } from './request-assembler.js';
 import type { SessionInfo } from './session-info.js';
 import { StatementTracker } from './statement-tracker.js';
 import { UpstreamConnectError, connectUpstream, type UpstreamTarget } from './upstream-connect.js';
+import type { AgentDirectory } from '../identity/agent-directory.js';
+import type { AgentIdentity } from '../identity/agent-identity.js';
+import type { AgentLogin, LoginStep } from '../identity/agent-login.js';
+import { UpstreamLogin } from '../identity/upstream-login.js';
 
 export interface SessionLimits {
   maxMessageBytes: number;
@@ -53,6 +57,8 @@ export interface SessionDeps {
   cancelKeys: CancelKeys;
   /** Routes a CancelRequest that arrived on this connection to the session owning the key. */
   routeCancel(processId: number, secretKey: Buffer): void;
+  /** identity.mode agents: pgwarden authenticates the agent and logs in upstream as its role. */
+  agents?: AgentDirectory;
   log: Logger;
   onClose(session: Session): void;
 }
@@ -60,14 +66,16 @@ export interface SessionDeps {
 /**
  * Connection phases (pg-gateway's ServerStep, one switch per direction):
  *   startup     reading SSLRequest / GSSENCRequest / CancelRequest / StartupMessage
- *   connecting  StartupMessage received, opening the upstream connection
- *   auth        relaying authentication between client and upstream
+ *   agent-auth  identity.mode agents: pgwarden authenticates the agent itself (SCRAM or token)
+ *   connecting  StartupMessage received (or the agent verified), opening the upstream connection
+ *   auth        relaying authentication between client and upstream (agents: pgwarden logs in
+ *               as the agent's role, and only the server's AuthenticationOk reaches the client)
  *   probing     authenticated; reading the session's effective search_path before the client's
  *               first ReadyForQuery (role and database defaults are invisible otherwise)
  *   ready       judging requests and relaying results
  *   closed
  */
-type Phase = 'startup' | 'connecting' | 'auth' | 'probing' | 'ready' | 'closed';
+type Phase = 'startup' | 'agent-auth' | 'connecting' | 'auth' | 'probing' | 'ready' | 'closed';
 
 let nextSessionId = 1;
 
@@ -80,6 +88,12 @@ export class Session implements SessionInfo, CancelTarget {
   /** When the current transaction block began (first ReadyForQuery not 'I'); null when idle. */
   transactionSince: number | null = null;
   readonly serverParams = new Map<string, string>();
+  /** The verified agent (identity.mode agents). */
+  identity: AgentIdentity | undefined;
+  private agentLogin: AgentLogin | null = null;
+  private upstreamLogin: UpstreamLogin | null = null;
+  /** The database the agent is mapped to (identity.mode agents). */
+  private mappedDatabase: string | null = null;
   private readonly tracker = new StatementTracker();
 
   private phase: Phase = 'startup';
@@ -155,7 +169,7 @@ export class Session implements SessionInfo, CancelTarget {
     return this.startupParams.get('user') ?? '';
   }
   get database(): string {
-    return this.startupParams.get('database') ?? this.user;
+    return this.mappedDatabase ?? this.startupParams.get('database') ?? this.user;
   }
   statementCandidates(name: string): string[] {
     return this.tracker.statementCandidates(name);
@@ -236,7 +250,21 @@ export class Session implements SessionInfo, CancelTarget {
       case 'startup':
         this.onStartupPacket(decodeStartupPacket(frame));
         return;
+      case 'agent-auth':
+        if (frame.tag !== FrontendTag.AuthResponse) {
+          if (frame.tag === FrontendTag.Terminate) this.close();
+          else throw new ProtocolViolation(`expected authentication response, got message type ${frame.tag}`);
+          return;
+        }
+        this.onAgentAuthResponse(frame);
+        return;
       case 'auth':
+        if (this.upstreamLogin) {
+          // pgwarden is logging in for the agent: the client has nothing to say until AuthenticationOk.
+          if (frame.tag === FrontendTag.Terminate) this.close();
+          else throw new ProtocolViolation(`unexpected message type ${frame.tag} during authentication`);
+          return;
+        }
         if (frame.tag === FrontendTag.AuthResponse) {
           this.toUpstream.push(frame.bytes);
         } else if (frame.tag === FrontendTag.Terminate) {
@@ -315,12 +343,26 @@ export class Session implements SessionInfo, CancelTarget {
       return;
     }
     this.clientFramer.mode = 'typed';
+    this.protocolVersion = protocolVersion;
+    if (this.deps.agents) {
+      this.phase = 'agent-auth';
+      this.agentLogin = this.deps.agents.begin(this.user, this.database, this.tls);
+      this.onAgentLoginStep(this.agentLogin.start());
+      return;
+    }
+    this.connect(params);
+  }
+
+  private protocolVersion = 0;
+
+  /** Opens the upstream connection and sends it the StartupMessage with `params`. */
+  private connect(params: ReadonlyMap<string, string>): void {
     this.phase = 'connecting';
     this.log.info(
-      { user: this.user, database: this.database, application_name: params.get('application_name') ?? '', tls: this.tls },
+      { user: this.user, database: this.database, application_name: params.get('application_name') ?? '', tls: this.tls, ...(this.identity ? { agent: this.identity.agent, role: this.identity.role, via: this.identity.via } : {}) },
       'client connected',
     );
-    const startup = encodeStartupMessage(protocolVersion, params);
+    const startup = encodeStartupMessage(this.protocolVersion, new Map(params));
     connectUpstream(this.deps.upstream).then(
       (socket) => this.onUpstreamConnected(socket, startup),
       (err: unknown) => {
@@ -329,6 +371,79 @@ export class Session implements SessionInfo, CancelTarget {
         this.fail(reason === 'tls-required' ? pgError.upstreamTlsRequired() : pgError.upstreamUnavailable());
       },
     );
+  }
+
+  /** An authentication message from the agent (the body of a 'p' message). */
+  private onAgentAuthResponse(frame: Frame): void {
+    const login = this.agentLogin;
+    if (!login) return;
+    this.waiting = true;
+    login.onMessage(frame).then(
+      (step) => {
+        this.waiting = false;
+        this.onAgentLoginStep(step);
+        if (this.phase === 'agent-auth') this.pumpClient();
+      },
+      (err: unknown) => {
+        this.waiting = false;
+        if (err instanceof ProtocolViolation) this.onClientError(err);
+        else {
+          this.log.error({ err }, 'agent authentication failed unexpectedly');
+          this.fail(pgError.agentAuthFailed(this.user));
+        }
+      },
+    );
+  }
+
+  private onAgentLoginStep(step: LoginStep): void {
+    if (this.phase !== 'agent-auth') return;
+    if ('error' in step) {
+      this.log.info({ agent: this.user, reason: step.reason }, 'agent authentication failed');
+      this.fail(step.error);
+      return;
+    }
+    if (step.send) this.client.write(step.send);
+    if (!('done' in step)) return;
+    const { identity, database } = step.done;
+    this.agentLogin = null;
+    this.identity = identity;
+    this.mappedDatabase = database;
+    this.deps.agents!.register(this);
+    // Upstream, the session is the agent's role; what the client asked for otherwise stays.
+    const params = new Map(this.startupParams);
+    params.set('user', identity.role);
+    params.set('database', database);
+    this.upstreamLogin = new UpstreamLogin({ user: identity.role, password: this.deps.agents!.rolePassword(identity.role) });
+    this.connect(params);
+  }
+
+  /** identity.mode agents: an Authentication request from the server, answered by pgwarden. */
+  private onUpstreamAuthentication(frame: Frame): void {
+    const login = this.upstreamLogin!;
+    const handle = (r: { send?: Buffer[]; done?: true; error?: string }) => {
+      if (this.phase !== 'auth') return;
+      if (r.error) {
+        this.log.warn({ role: this.identity?.role, reason: r.error }, 'upstream login for an agent failed');
+        this.fail(pgError.upstreamLoginFailed());
+        return;
+      }
+      for (const m of r.send ?? []) this.toUpstream.push(m);
+      this.flushUpstream();
+      if (r.done) {
+        this.upstreamLogin = null;
+        this.toClient.push(frame.bytes); // AuthenticationOk
+        this.flushClient();
+      }
+    };
+    let result;
+    try {
+      result = login.onAuthentication(frame.bytes);
+    } catch (err) {
+      handle({ error: (err as Error).message });
+      return;
+    }
+    if (result instanceof Promise) result.then(handle, (err: unknown) => handle({ error: (err as Error).message }));
+    else handle(result);
   }
 
   private onUpstreamConnected(socket: Socket, startup: Buffer): void {
@@ -576,6 +691,10 @@ export class Session implements SessionInfo, CancelTarget {
         if (this.shuttingDown && this.isIdle) this.shutdownNow();
         return;
       case BackendTag.Authentication:
+        if (this.upstreamLogin && this.phase === 'auth') {
+          this.onUpstreamAuthentication(frame);
+          return;
+        }
         this.toClient.push(this.phase === 'auth' ? this.rewriteAuthentication(frame) : frame.bytes);
         return;
       case BackendTag.BackendKeyData:
@@ -635,6 +754,12 @@ export class Session implements SessionInfo, CancelTarget {
           return;
         }
         const m = decodeBackendMessage(frame) as unknown as { severity?: string; code?: string };
+        if (this.upstreamLogin && this.phase === 'auth') {
+          // The server refused the agent's role: the agent is told pgwarden could not log in.
+          this.log.warn({ role: this.identity?.role, sqlstate: m.code }, 'upstream refused the login for an agent');
+          this.fail(pgError.upstreamLoginFailed());
+          return;
+        }
         if (m.severity === 'FATAL' || m.severity === 'PANIC') {
           this.serverSentFatal = true;
           this.serverFatalCode = m.code ?? null;
@@ -807,6 +932,7 @@ export class Session implements SessionInfo, CancelTarget {
       upstream?.destroy();
     }, 1000).unref();
     this.maskWindows.drain();
+    if (this.identity) this.deps.agents?.unregister(this);
     this.outcomes.abandon(this.endReason === 'client-disconnected' || this.endReason === 'client-terminated' ? '08006' : this.endReason);
     if (this.startupSeen) {
       try {
