@@ -86,6 +86,10 @@ export class ApprovalGate extends JudgeWrapper {
     const fingerprint = requestFingerprint(statements);
     const about = aboutFields(refusal.about);
     const ref = sessionRef(session);
+    if (review.elevate !== undefined && !session.identity?.elevate.includes(review.elevate)) {
+      // Only an agent whose rules entry lists the role may be elevated to it; nobody else is held for it.
+      return { ...plain(refusal), error: pgError.elevationNotAllowed(session.identity?.agent ?? session.user, review.elevate) };
+    }
 
     let rec: ApprovalRequest;
     try {
@@ -101,6 +105,7 @@ export class ApprovalGate extends JudgeWrapper {
             about: refusal.about ?? [],
             approval: { id: grant.id, by: grant.by, grant: grant.id },
             ...maskOf(review),
+            ...(review.elevate !== undefined ? { elevate: review.elevate } : {}),
             ...(review.onDone ? { onDone: review.onDone } : {}),
           };
         }
@@ -126,6 +131,7 @@ export class ApprovalGate extends JudgeWrapper {
           reviewerGroups: [...review.reviewers],
           grantable: review.grants,
           fingerprint,
+          ...(review.elevate !== undefined ? { elevate: review.elevate } : {}),
         },
         this.o.maxPendingPerUser,
       );
@@ -206,6 +212,7 @@ export class ApprovalGate extends JudgeWrapper {
           about: refusal.about ?? [],
           approval: { id: rec.id, by },
           ...maskOf(review),
+          ...(review.elevate !== undefined ? { elevate: review.elevate } : {}),
           onDone: (outcome) => {
             review.onDone?.(outcome);
             this.o.store.finish(rec.id).catch((err: unknown) => this.o.log.warn({ message: (err as Error).message, approval: rec.id }, 'could not mark the approval done'));

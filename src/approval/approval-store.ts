@@ -3,16 +3,21 @@ import type { Redis } from 'ioredis';
 import type { SessionRef, StatementRef } from '../audit/events.js';
 
 /**
- * Approval requests and grants shared by every pgwarden instance through Redis (DESIGN.md
- * "Approvals: one request, explicit states"):
+ * Approval requests and grants (DESIGN.md "Approvals: one request, explicit states"):
  *
  *   pending → approved → executing → done
  *   pending → denied | expired | withdrawn
  *
- * Every transition is one Lua script that checks the current state, so two reviewers (or a
- * reviewer and the expiry) racing on one request cannot both win, and `executing` is claimed
- * exactly once: an approval never runs twice. Each change is published on `<prefix>:events`,
- * which the holding instance and every reviewer page listen to.
+ * `ApprovalStore` is what the gate, the review desk, the page and the janitor need; two
+ * implementations keep the same state machine:
+ *
+ * - RedisApprovalStore (below): shared by every pgwarden instance and worker. Every transition
+ *   is one Lua script that checks the current state, so two reviewers (or a reviewer and the
+ *   expiry) racing on one request cannot both win, and `executing` is claimed exactly once: an
+ *   approval never runs twice. Each change is published on `<prefix>:events`, which the
+ *   holding instance and every reviewer page listen to;
+ * - MemoryApprovalStore (memory-approval-store.ts): one process only (`approval.store: memory`,
+ *   the demo), the same checks made synchronously.
  *
  * Records hold what a reviewer needs to decide and nothing that leaks: normalized statements
  * (no literals, no parameters), tables, identity, rule and reason.
@@ -48,6 +53,8 @@ export interface ApprovalRequest {
   reviewerGroups: string[];
   /** A reviewer may approve with a time-boxed grant. */
   grantable: boolean;
+  /** Approved, the statement runs under this role (just-in-time elevation). */
+  elevate?: string;
   approvals: { reviewer: string; at: number; reason?: string }[];
   verdict?: { by: string; at: number; reason?: string; grantMinutes?: number };
 }
@@ -153,6 +160,86 @@ export class ApprovalCapReached extends Error {
   }
 }
 
+/** What a new request carries; the store adds id, state, approvals (and createdAt when absent). */
+export type NewApprovalRequest = Omit<ApprovalRequest, 'id' | 'state' | 'approvals' | 'createdAt'> & { createdAt?: number };
+
+/** A time-boxed grant: the same statement, agent and database run without a hold until expiresAt. */
+export interface ApprovalGrant {
+  id: string;
+  by: string;
+  expiresAt: number;
+}
+
+/**
+ * The approval state machine as its users see it (gate, review desk, page, API, janitor).
+ * Transitions reject with ApprovalConflict (state null: no such request) when the request is
+ * not in a state they start from, `create` with ApprovalCapReached past the per-user cap, and
+ * anything else (the store is unreachable) with a plain Error. Every successful change is
+ * announced on the store's ApprovalEvents.
+ */
+export interface ApprovalStore {
+  /**
+   * Stores a new pending request and announces it. Throws ApprovalCapReached when its database
+   * user already has `maxPendingPerUser` pending requests (past their deadline ones do not count).
+   */
+  create(fields: NewApprovalRequest, maxPendingPerUser?: number): Promise<ApprovalRequest>;
+  get(id: string): Promise<ApprovalRequest | null>;
+  /** Pending requests not past their deadline, oldest expiry first. */
+  pending(now?: number): Promise<ApprovalRequest[]>;
+  /** Ids of pending requests whose deadline passed (their holder is gone or late): for the janitor. */
+  overdue(now?: number): Promise<string[]>;
+  /** Decided, expired or withdrawn requests of the keep period, newest first. */
+  recent(limit?: number): Promise<ApprovalRequest[]>;
+  /** One reviewer approves; the request is approved once enough distinct reviewers did. */
+  approve(id: string, reviewer: string, reason?: string, grantMinutes?: number): Promise<ApprovalRequest>;
+  deny(id: string, reviewer: string, reason: string): Promise<ApprovalRequest>;
+  /** The deadline passed without a verdict. */
+  expire(id: string): Promise<ApprovalRequest>;
+  /** The agent cancelled or disconnected (pending or approved, not yet claimed). */
+  withdraw(id: string): Promise<ApprovalRequest>;
+  /** The holding instance takes an approved request to run it: succeeds exactly once. */
+  claim(id: string): Promise<ApprovalRequest>;
+  finish(id: string): Promise<ApprovalRequest>;
+  /** Records a time-boxed grant; it expires by itself. */
+  grant(user: string, database: string, fingerprint: string, minutes: number, by: string): Promise<{ id: string; expiresAt: number }>;
+  /** A live grant for exactly this agent, database and statement, if any. */
+  findGrant(user: string, database: string, fingerprint: string): Promise<ApprovalGrant | null>;
+}
+
+/**
+ * Where a process hears that requests changed state: Redis pub/sub, or in-process for the
+ * memory store. A notification only says "look again"; the store holds the truth.
+ */
+export interface ApprovalEvents {
+  /** Delivers every later change to `listener`; resolves once listening (rejects if it cannot). */
+  subscribe(listener: (event: ApprovalEvent) => void): Promise<void>;
+  /** Stops delivering (and releases the subscriber connection). */
+  close(): void;
+}
+
+/**
+ * The Redis store's events: `subscriber` is a connection of its own (a subscribed connection
+ * can run no other commands), listening on the store's events channel.
+ */
+export function redisApprovalEvents(subscriber: Redis, channel: string): ApprovalEvents {
+  return {
+    subscribe: async (listener) => {
+      subscriber.on('message', (from: string, message: string) => {
+        if (from !== channel) return;
+        let event: ApprovalEvent;
+        try {
+          event = JSON.parse(message) as ApprovalEvent;
+        } catch {
+          return;
+        }
+        if (typeof event?.id === 'string') listener(event);
+      });
+      await subscriber.subscribe(channel);
+    },
+    close: () => subscriber.disconnect(),
+  };
+}
+
 type ScriptFn = (k1: string, k2: string, k3: string, ...args: string[]) => Promise<string>;
 
 function conflictOf(id: string, err: unknown): Error {
@@ -172,7 +259,7 @@ function parse(raw: string): ApprovalRequest {
   return r;
 }
 
-export class ApprovalStore {
+export class RedisApprovalStore implements ApprovalStore {
   private readonly pendingKey: string;
   private readonly channel: string;
 
@@ -207,10 +294,7 @@ export class ApprovalStore {
    * Stores a new pending request and announces it. Throws ApprovalCapReached when its database
    * user already has `maxPendingPerUser` pending requests.
    */
-  async create(
-    fields: Omit<ApprovalRequest, 'id' | 'state' | 'approvals' | 'createdAt'> & { createdAt?: number },
-    maxPendingPerUser = Number.MAX_SAFE_INTEGER,
-  ): Promise<ApprovalRequest> {
+  async create(fields: NewApprovalRequest, maxPendingPerUser = Number.MAX_SAFE_INTEGER): Promise<ApprovalRequest> {
     const rec: ApprovalRequest = { ...fields, id: randomBytes(8).toString('hex'), state: 'pending', createdAt: fields.createdAt ?? Date.now(), approvals: [] };
     const ttl = Math.max(1, rec.expiresAt - Date.now()) + this.keepMs;
     try {
@@ -313,8 +397,8 @@ export class ApprovalStore {
   }
 
   /** A live grant for exactly this agent, database and statement, if any. */
-  async findGrant(user: string, database: string, fingerprint: string): Promise<{ id: string; by: string; expiresAt: number } | null> {
+  async findGrant(user: string, database: string, fingerprint: string): Promise<ApprovalGrant | null> {
     const raw = await this.redis.get(this.grantKey(user, database, fingerprint));
-    return raw ? (JSON.parse(raw) as { id: string; by: string; expiresAt: number }) : null;
+    return raw ? (JSON.parse(raw) as ApprovalGrant) : null;
   }
 }

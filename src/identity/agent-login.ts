@@ -14,6 +14,7 @@ import {
   encodeAuthenticationSASL,
   encodeAuthenticationSASLContinue,
   encodeAuthenticationSASLFinal,
+  MAX_AUTH_MESSAGE_BYTES,
 } from './auth-messages.js';
 import { groupsClaim, stringClaim, verifyOidcToken } from './oidc-token.js';
 import { ScramServerExchange } from './scram-server.js';
@@ -61,6 +62,11 @@ export class AgentLogin {
     return { error, reason };
   }
 
+  /** A malformed SCRAM message is a protocol violation (08P01); a wrong secret the usual 28P01. */
+  private failScram(r: { error: string; sqlstate: string }): LoginStep {
+    return r.sqlstate === '28P01' ? this.fail(r.error) : this.fail(r.error, pgError.protocolViolation('pgwarden: malformed SASL message'));
+  }
+
   /** The first Authentication request to send the client. */
   start(): LoginStep {
     const agent = this.o.agent;
@@ -77,18 +83,21 @@ export class AgentLogin {
 
   /** A 'p' message from the client. */
   async onMessage(frame: Frame): Promise<LoginStep> {
+    // PostgreSQL's limit for authentication messages (PG_MAX_AUTH_TOKEN_LENGTH is 65535).
+    if (frame.bytes.length - 5 > MAX_AUTH_MESSAGE_BYTES) return this.fail('authentication message too long', pgError.protocolViolation('pgwarden: authentication message too long'));
     switch (this.stage) {
       case 'scram-initial': {
         const { mechanism, data } = decodeSASLInitialResponse(frame);
         const r = this.scram!.onInitialResponse(mechanism, data);
-        if ('error' in r) return this.fail(r.error);
+        if ('error' in r) return this.failScram(r);
         this.stage = 'scram-response';
         return { send: encodeAuthenticationSASLContinue(r.reply) };
       }
       case 'scram-response': {
         const r = this.scram!.onResponse(decodeSASLResponse(frame));
-        if ('error' in r) return this.fail(r.error);
-        if (!('final' in r)) return this.fail('unexpected SCRAM continuation');
+        if ('error' in r) return this.failScram(r);
+        // An initial response without data (length -1) makes the client-first-message arrive here.
+        if (!('final' in r)) return { send: encodeAuthenticationSASLContinue(r.reply) };
         const agent = this.o.agent;
         // A mock exchange never gets here with success; checked anyway.
         if (!agent) return this.fail('unknown agent');

@@ -27,6 +27,11 @@ import { SCRAM_MECHANISM } from './scram-verifier.js';
  * not know the role's verifier cannot skip the end of the exchange. `allowedMethods` can also
  * refuse weaker methods outright (libpq's require_auth), e.g. so that the password is never sent
  * in cleartext to whatever answers at the upstream address.
+ *
+ * Only 'R' messages come here. An ErrorResponse during authentication (28P01 for a wrong
+ * password, 28000 for no pg_hba.conf entry, ...) ends the attempt and is the session's to report,
+ * as are a NegotiateProtocolVersion before the first request and the ParameterStatus,
+ * BackendKeyData and ReadyForQuery that follow AuthenticationOk.
  */
 
 /** An upstream method, named as in pg_hba.conf and libpq's require_auth ('none': trust). */
@@ -43,6 +48,7 @@ export interface UpstreamLoginOptions {
   scramMaxIterations?: number;
 }
 
+/** An empty step ({}) means: nothing to send, wait for the next message (after SASLFinal). */
 export interface UpstreamLoginStep {
   /** Messages to write to the server, in order. */
   send?: Buffer[];

@@ -92,6 +92,17 @@ function widenSearchPath(ctx: EvalContext, settings: readonly SettingChange[]): 
   return { ...ctx, searchPath: [...path] };
 }
 
+/**
+ * A verified agent never changes whose privileges apply by itself (SET ROLE, SET SESSION
+ * AUTHORIZATION, set_config('role')): that is what `elevate` on a review rule is for.
+ */
+function agentGuard(st: StatementInfo, ctx: EvalContext): Verdict | null {
+  if (ctx.agent === undefined) return null;
+  if (!st.settings.some((s) => s.name === 'role' || s.name === 'session_authorization')) return null;
+  const e = pgError.agentRoleSwitch();
+  return { action: 'deny', rule: 'agent-role-switch', reason: e.message, message: e.message };
+}
+
 export class PolicyJudge implements RequestJudge {
   private readonly states = new WeakMap<SessionInfo, SessionPolicyState>();
 
@@ -284,7 +295,7 @@ export class PolicyJudge implements RequestJudge {
     let verdict: Verdict = { action: 'allow', rule: 'default', reason: 'empty statement' };
     for (const raw of statements) {
       const st = this.resolveUses(raw, state);
-      const v = guardStatement(st) ?? evaluateStatement(policy, st, ctx);
+      const v = guardStatement(st) ?? agentGuard(st, ctx) ?? evaluateStatement(policy, st, ctx);
       // A SET search_path applies to the statements after it in the same request.
       ctx = widenSearchPath(ctx, st.settings);
       verdict = judged.length === 0 ? v : stricter(verdict, v);

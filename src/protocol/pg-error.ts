@@ -58,6 +58,23 @@ export const pgError = {
     fatal(SqlState.AdminShutdown, "pgwarden: terminating connection because the agent's access token expired", {
       hint: 'Reconnect with a fresh token.',
     }),
+  elevationNeedsSync: () => ({
+    severity: 'ERROR' as const,
+    code: SqlState.FeatureNotSupported,
+    message: 'pgwarden: a statement approved to run under an elevated role must end its batch with Sync',
+  }),
+  elevationNotAllowed: (agent: string, role: string) => ({
+    severity: 'ERROR' as const,
+    code: SqlState.InsufficientPrivilege,
+    message: `pgwarden: agent "${agent}" may not be elevated to role "${role}"`,
+    hint: "List the role in the agent's `elevate` in the rules.",
+  }),
+  agentRoleSwitch: () => ({
+    severity: 'ERROR' as const,
+    code: SqlState.InsufficientPrivilege,
+    message: 'pgwarden: agents cannot switch roles themselves',
+    hint: 'A review rule with `elevate` runs an approved statement under a stronger role.',
+  }),
   upstreamLoginFailed: () =>
     fatal(SqlState.ConnectionRejected, "pgwarden: could not log in to the database server as the agent's role", {
       hint: "The pgwarden administrator must check the role's credentials (identity.roles) and pg_hba.conf.",

@@ -50,6 +50,11 @@ export type Decision =
       mask?: { masker: AnswerMasker; done?: (masker: AnswerMasker) => void };
       /** Allowed by a reviewer's approval or a grant: recorded before it is forwarded. */
       approval?: { id: string; by: string; grant?: string };
+      /**
+       * Just-in-time elevation (an approved statement whose rule says `elevate`): the session
+       * runs SET ROLE before the request and RESET ROLE after it, their answers unseen.
+       */
+      elevate?: string;
     }
   | {
       action: 'deny';

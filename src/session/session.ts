@@ -524,7 +524,16 @@ export class Session implements SessionInfo, CancelTarget {
   }
 
   private apply(request: Request, decision: Decision): void {
+    if (decision.action === 'allow' && decision.elevate !== undefined && request.kind === 'extended' && request.end !== 'Sync') {
+      // RESET ROLE cannot be placed inside an unfinished batch: an error in it would make the
+      // server skip the RESET, leaving the role elevated.
+      decision = { action: 'deny', rule: decision.rule ?? 'elevation', error: pgError.elevationNeedsSync() };
+    }
     if (decision.action === 'allow') {
+      if (decision.elevate !== undefined) {
+        this.log.info({ role: decision.elevate, approval: decision.approval?.id }, 'running an approved statement under an elevated role');
+        this.injectSilent(`SET ROLE ${quoteIdent(decision.elevate)}`);
+      }
       const from = this.readyExpected;
       const describes = this.forward(request, decision.mask !== undefined);
       const to = Math.max(this.readyExpected, from + 1);
@@ -533,6 +542,7 @@ export class Session implements SessionInfo, CancelTarget {
         this.maskWindows.track(masker, from, to, describes, done ?? (() => {}));
       }
       if (decision.rowCap) this.rowCaps.track(decision.rowCap, from, to);
+      if (decision.elevate !== undefined) this.injectSilent('RESET ROLE');
       if (decision.onDone) this.outcomes.watch(decision.onDone, from, to);
       return;
     }
@@ -553,6 +563,19 @@ export class Session implements SessionInfo, CancelTarget {
       this.replyInOrder([error]);
     }
   }
+
+  /**
+   * A Query of pgwarden's own whose whole answer (CommandComplete, ParameterStatus such as
+   * is_superuser, ReadyForQuery, or an error) the client never sees.
+   */
+  private injectSilent(sql: string): void {
+    this.readyExpected++;
+    this.silent.push(this.readyExpected);
+    this.toUpstream.push(new Writer().addCString(sql).flush(FrontendTag.Query));
+  }
+
+  /** Ready numbers of silent queries (see injectSilent), in order. */
+  private readonly silent: number[] = [];
 
   private abortServerTransaction(replacement: Buffer | null): void {
     this.readyExpected++;
@@ -664,6 +687,18 @@ export class Session implements SessionInfo, CancelTarget {
   private onServerFrame(frame: Frame): void {
     if (this.phase === 'probing') {
       this.onProbeFrame(frame);
+      return;
+    }
+    if (this.silent.length > 0 && this.silent[0] === this.readySeen + 1) {
+      // The answer to a silent query of pgwarden's own (SET ROLE / RESET ROLE of an elevation).
+      if (frame.tag === BackendTag.ReadyForQuery) {
+        this.readySeen++;
+        this.silent.shift();
+        this.txStatus = readyForQueryStatus(frame);
+      } else if (frame.tag === BackendTag.ErrorResponse) {
+        const m = decodeBackendMessage(frame) as unknown as { code?: string };
+        this.log.warn({ sqlstate: m.code }, 'role elevation statement failed');
+      }
       return;
     }
     if (this.phase === 'ready') this.tracker.onServerMessage(frame.tag);
@@ -952,6 +987,11 @@ const SHOW_SEARCH_PATH = new Writer().addCString('SHOW search_path').flush(Front
 
 /** A Query that always fails (division by zero), used to put the server's transaction into the failed state. */
 const ABORT_TRANSACTION = new Writer().addCString('SELECT 1/0 -- pgwarden: a statement in this transaction was refused').flush(FrontendTag.Query);
+
+/** A role name as a quoted identifier (SET ROLE takes an identifier, never a literal). */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
 
 /** CancelRequest to the upstream server on a new connection ("Canceling Requests in Progress"). */
 function sendUpstreamCancel(target: UpstreamTarget, key: { processId: number; secretKey: Buffer }, log: Logger): void {

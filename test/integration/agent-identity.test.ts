@@ -1,4 +1,5 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatScramVerifier, makeScramVerifier } from '../../src/identity/scram-verifier.js';
 import { silentLogger } from '../../src/logger.js';
 import { startInstance, type RunningInstance } from '../../src/server/run.js';
+import { AUDIT_KEY, callApi, readAudit, REVIEWERS, reviewerConfig, until } from '../helpers/approvals.js';
 import { testConfig } from '../helpers/proxy.js';
 import { startScratchCluster, type ScratchCluster } from '../helpers/scratch-cluster.js';
 
@@ -23,6 +25,7 @@ const ROLE_PASSWORD = 'role-password-the-agent-never-sees';
 const BOT_SECRET = 'billing-bot-secret-0123456789';
 const ISSUER = 'https://idp.example.test';
 const AUDIENCE = 'pgwarden-agents';
+const PREFIX = randomBytes(4).toString('hex');
 
 let cluster: ScratchCluster;
 let inst: RunningInstance;
@@ -46,6 +49,11 @@ policy:
     - name: ci-only-reads
       match: { agents: [ci-agent], kind: [write] }
       action: deny
+    - name: ledger-writes-elevated
+      description: ledger writes run as app_writer once a reviewer approves
+      match: { relations: [ledger], kind: [write] }
+      action: review
+      review: { elevate: app_writer, grants: false }
 `;
 }
 
@@ -54,19 +62,29 @@ const AGENTS = (verifier: string) => `
     scram: "${verifier}"
     role: ${ROLE}
     groups: [billing]
+    elevate: [app_writer]
   - name: ci-agent
     oidc: { subject: ci-client }
     role: ${ROLE}
     database: agentdb
+  - name: report-bot
+    scram: "${verifier}"
+    role: ${ROLE}
 `;
 
 beforeAll(async () => {
   cluster = await startScratchCluster({ roles: [{ name: ROLE, password: ROLE_PASSWORD }] });
   await cluster.query('CREATE DATABASE agentdb');
+  // The role an approved ledger write is elevated to: app_ro may SET ROLE to it, never log in as it.
+  await cluster.query(`CREATE ROLE app_writer NOLOGIN; GRANT app_writer TO ${ROLE}`);
+  await cluster.query('GRANT INSERT ON ledger TO app_writer', 'agentdb').catch(() => undefined);
   await cluster.query(
     `CREATE TABLE payroll (id int, amount int); INSERT INTO payroll VALUES (1, 100);
      CREATE TABLE notes (id int, body text); INSERT INTO notes VALUES (1, 'hello');
-     GRANT SELECT, INSERT ON payroll, notes TO ${ROLE};`,
+     GRANT SELECT, INSERT ON payroll, notes TO ${ROLE};
+     CREATE TABLE ledger (id int, amount int);
+     GRANT SELECT ON ledger TO ${ROLE};
+     GRANT INSERT, SELECT ON ledger TO app_writer;`,
     'agentdb',
   );
   const pair = await generateKeyPair('ES256');
@@ -86,7 +104,9 @@ beforeAll(async () => {
     testConfig({
       upstream: { url: cluster.url, sslmode: 'disable' },
       rulesDir: path.join(dir, 'rules'),
-      audit: { enabled: true, journalDir: path.join(dir, 'journal') },
+      audit: { enabled: true, journalDir: path.join(dir, 'journal'), stream: `pgw-test:${PREFIX}:audit`, hmacKey: AUDIT_KEY },
+      redisUrl: 'redis://127.0.0.1:6379',
+      approval: { listen: '127.0.0.1:0', redisPrefix: `pgw-test:${PREFIX}:approvals`, timeoutSeconds: 30, reviewers: reviewerConfig() },
       masking: { hashKey: 'a-masking-key-for-agent-tests-0123456789' },
       identity: {
         mode: 'agents',
@@ -193,19 +213,11 @@ describe('SCRAM agents', () => {
     await c.connect();
     await c.query('SELECT id FROM notes');
     await c.end();
-    await (inst.audit.sink as unknown as { flush?: () => Promise<void> }).flush?.();
-    let lines: Record<string, unknown>[] = [];
-    const deadline = Date.now() + 3000;
-    while (Date.now() < deadline) {
-      lines = readdirSync(path.join(dir, 'journal'))
-        .filter((f) => f.endsWith('.jsonl'))
-        .flatMap((f) => readFileSync(path.join(dir, 'journal', f), 'utf8').split('\n'))
-        .filter((l) => l.includes('SELECT id FROM notes'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      if (lines.length > 0) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(lines.length).toBeGreaterThan(0);
+    const lines = await until('the audit entry', async () => {
+      const all = await readAudit('redis://127.0.0.1:6379', `pgw-test:${PREFIX}:audit`);
+      const hits = all.filter((e) => JSON.stringify(e).includes('SELECT id FROM notes'));
+      return hits.length > 0 ? hits : null;
+    });
     const ev = (lines[0]!.event ?? lines[0]) as { session: Record<string, unknown> };
     expect(ev.session).toMatchObject({ user: 'billing-bot', identity: { agent: 'billing-bot', via: 'scram', role: ROLE, groups: ['billing'] } });
     expect(JSON.stringify(lines)).not.toContain(BOT_SECRET);
@@ -268,7 +280,9 @@ describe('revocation', () => {
     const ended = nextError(c, 10_000);
     expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
     try {
-      writeFileSync(path.join(dir, 'rules', 'agents.yaml'), rules(AGENTS(formatScramVerifier(makeScramVerifier(BOT_SECRET))).split('\n').slice(5).join('\n')));
+      const withoutBot = AGENTS(formatScramVerifier(makeScramVerifier(BOT_SECRET))).replace(/  - name: billing-bot\n(    .*\n)+/, '');
+      expect(withoutBot).not.toContain('billing-bot');
+      writeFileSync(path.join(dir, 'rules', 'agents.yaml'), rules(withoutBot));
       const e = await ended;
       expect(e).not.toBeNull();
       expect([e!.code, e!.message]).toEqual(['57P01', 'pgwarden: terminating connection because agent "billing-bot" was revoked or changed']);
@@ -276,6 +290,55 @@ describe('revocation', () => {
     } finally {
       await c.end().catch(() => {});
       writeFileSync(path.join(dir, 'rules', 'agents.yaml'), rulesText);
+      // The reload is asynchronous: wait until the agent is back before the next test.
+      await until('billing-bot restored', async () => {
+        const again = client('billing-bot', BOT_SECRET);
+        again.on('error', () => {});
+        const ok = await again.connect().then(() => true, () => false);
+        await again.end().catch(() => {});
+        return ok;
+      });
+    }
+  });
+});
+
+describe('just-in-time elevation', () => {
+  it('an approved write runs under the elevated role, then the session is back to its own role', async () => {
+    const c = client('billing-bot', BOT_SECRET);
+    const notices: string[] = [];
+    c.on('notice', (n) => notices.push(n.message ?? ''));
+    await c.connect();
+    try {
+      const insert = c.query('INSERT INTO ledger VALUES (1, 50) RETURNING current_user AS who');
+      const api = inst.review!.url.replace(/\/$/, '');
+      const pending = await until('the held ledger write', async () => {
+        const r = await callApi(api, REVIEWERS.bob.token, 'GET', '/api/requests?status=pending');
+        return (r.json.requests as { id: string; session: { user: string; identity?: { agent: string } }; elevate?: string }[]).find((x) => x.session.user === 'billing-bot');
+      }, 10_000);
+      expect(pending.elevate).toBe('app_writer');
+      expect(pending.session.identity).toMatchObject({ agent: 'billing-bot', via: 'scram', role: ROLE });
+      expect((await callApi(api, REVIEWERS.bob.token, 'POST', `/api/requests/${pending.id}/approve`, { reason: 'month-end' })).status).toBe(200);
+      expect((await insert).rows).toEqual([{ who: 'app_writer' }]);
+      expect((await c.query('SELECT current_user AS cu')).rows).toEqual([{ cu: ROLE }]);
+      expect((await cluster.query('SELECT id, amount FROM ledger', 'agentdb')).rows).toEqual([{ id: 1, amount: 50 }]);
+      // The agent's own attempt to switch roles is refused outright.
+      const own = (await c.query('SET ROLE app_writer').catch((e: unknown) => e)) as pg.DatabaseError;
+      expect([own.code, own.message]).toEqual(['42501', 'pgwarden: agents cannot switch roles themselves']);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('an agent whose entry does not list the role is refused at once, not held', async () => {
+    const c = client('report-bot', BOT_SECRET);
+    await c.connect();
+    try {
+      const e = (await c.query('INSERT INTO ledger VALUES (2, 1)').catch((x: unknown) => x)) as pg.DatabaseError;
+      expect([e.code, e.message]).toEqual(['42501', 'pgwarden: agent "report-bot" may not be elevated to role "app_writer"']);
+      const r = await callApi(inst.review!.url.replace(/\/$/, ''), REVIEWERS.bob.token, 'GET', '/api/requests?status=pending');
+      expect((r.json.requests as { session: { user: string } }[]).filter((x) => x.session.user === 'report-bot')).toEqual([]);
+    } finally {
+      await c.end();
     }
   });
 });
