@@ -19,6 +19,9 @@ export interface Reviewer {
   /** Database users this reviewer acts as: requests made as them are not theirs to decide. */
   actsAs: string[];
   via: 'token' | 'oidc';
+  /** OIDC: the token's issuer and subject (the same person as an OIDC agent's token subject?). */
+  issuer?: string;
+  subject?: string;
 }
 
 export type ReviewerAuthConfig = Pick<Config['approval'], 'reviewers' | 'oidc' | 'actsAs'>;
@@ -138,7 +141,9 @@ export class ReviewerAuth {
     const groups = groupsClaim(verified.payload, oidc.groupsClaim);
 
     // Groups come from the token alone: a static reviewer of the same name lends none of theirs.
-    return this.reviewer(name, groups, 'oidc');
+    const r = this.reviewer(name, groups, 'oidc');
+    const { iss, sub } = verified.payload;
+    return { ...r, ...(typeof iss === 'string' ? { issuer: iss } : {}), ...(typeof sub === 'string' ? { subject: sub } : {}) };
   }
 
   private reviewer(name: string, groups: string[], via: Reviewer['via']): Reviewer {
@@ -182,9 +187,15 @@ export function newReviewerToken(): { token: string; hash: string } {
 /** Self-approval and reviewer-group check for one request. */
 export function mayDecide(
   reviewer: Reviewer,
-  request: { session: { user: string }; reviewerGroups?: readonly string[] },
+  request: { session: { user: string; identity?: { agent: string; issuer?: string; subject?: string } }; reviewerGroups?: readonly string[] },
 ): { ok: true } | { ok: false; why: string } {
   const user = request.session.user;
+  // An agent that logged in with an OIDC token of the same identity-provider subject as the
+  // reviewer is the reviewer (a person running an agent with their own token).
+  const id = request.session.identity;
+  if (id?.subject !== undefined && reviewer.subject !== undefined && id.subject === reviewer.subject && (id.issuer === undefined || reviewer.issuer === undefined || id.issuer === reviewer.issuer)) {
+    return { ok: false, why: `you cannot decide a request made by an agent using your own identity (${id.agent})` };
+  }
   // No self-approval: an agent's operator must not wave through what they (or their agent) sent.
   // Case-insensitive because it can only refuse more.
   const u = user.toLowerCase();

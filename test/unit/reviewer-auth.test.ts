@@ -221,11 +221,13 @@ describe('hashReviewerToken and newReviewerToken', () => {
 describe('ReviewerAuth OIDC', () => {
   it('accepts a valid token: name, groups and actsAs from approval.actsAs', async () => {
     const auth = new ReviewerAuth(config());
-    expect(await auth.authenticate(await sign({}))).toEqual({
+    expect(await auth.authenticate(await sign({ sub: 'carol-123' }))).toEqual({
       name: 'carol@example.com',
       groups: ['dba', 'ops'],
       actsAs: ['reporting'],
       via: 'oidc',
+      issuer: ISSUER,
+      subject: 'carol-123',
     });
     expect(jwksFetches).toBeGreaterThan(0);
   });
@@ -384,7 +386,7 @@ describe('ReviewerAuth OIDC', () => {
   it('does not lend a static reviewer’s groups to an OIDC reviewer of the same name, but keeps their actsAs', async () => {
     const auth = new ReviewerAuth(config());
     const r = await auth.authenticate(await sign({ email: 'alice', groups: [] }));
-    expect(r).toEqual({ name: 'alice', groups: [], actsAs: ['agent', 'etl'], via: 'oidc' });
+    expect(r).toEqual({ name: 'alice', groups: [], actsAs: ['agent', 'etl'], via: 'oidc', issuer: ISSUER });
   });
 
   it('refuses a valid OIDC token when OIDC is not configured', async () => {
@@ -430,6 +432,14 @@ describe('ReviewerAuth OIDC', () => {
 });
 
 describe('mayDecide', () => {
+  it('refuses a reviewer whose OIDC subject is the one an OIDC agent logged in with', () => {
+    const session = { user: 'ci-agent', identity: { agent: 'ci-agent', issuer: 'https://idp', subject: 'u-123' } };
+    const d = mayDecide({ ...reviewer({ actsAs: [] }), issuer: 'https://idp', subject: 'u-123' }, { session });
+    expect(d).toEqual({ ok: false, why: 'you cannot decide a request made by an agent using your own identity (ci-agent)' });
+    expect(mayDecide({ ...reviewer({ actsAs: [] }), issuer: 'https://idp', subject: 'u-999' }, { session }).ok).toBe(true);
+    expect(mayDecide({ ...reviewer({ actsAs: [] }), issuer: 'https://other-idp', subject: 'u-123' }, { session }).ok).toBe(true);
+  });
+
   const reviewer = (over: Partial<Reviewer> = {}): Reviewer => ({
     name: 'alice',
     groups: ['dba'],
