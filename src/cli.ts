@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { auditCommand } from './audit/audit-cli.js';
+import { agentSecretCommand } from './identity/agent-secret-cli.js';
 import { requestsCommand } from './approval/requests-cli.js';
 import { ConfigError, FLAGS, loadConfig } from './config/load.js';
 import { createLogger } from './logger.js';
@@ -15,6 +16,8 @@ const USAGE = `Usage: pgwarden <command> [options]
 
 Commands:
   start                      run the proxy
+  demo                       try it: embedded PostgreSQL with sample PII, example rules, approval
+                             page; prints what to try (pgwarden demo --help)
   explain "<sql>"            classify SQL and show which rule decides, as JSON
                              [--rules DIR] [--user U] [--database D] [--application A] [--in-transaction]
   rules check [DIR]          validate rule files; exit 1 listing every problem
@@ -23,6 +26,7 @@ Commands:
   approve <id>               approve [--reason TEXT] [--grant-minutes N]
   deny <id> --reason TEXT    refuse; the agent gets the reason in its error
   reviewer-token             print a new reviewer token and its hash for the config
+  agent-secret               print the SCRAM verifier of an agent's secret (stdin, or --generate)
                              (requests/approve/deny: PGWARDEN_REVIEWER_TOKEN, --url or PGWARDEN_APPROVAL_URL)
 
 Options for start (each also settable as PGWARDEN_* env var or in the config file):
@@ -58,9 +62,15 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command ? 0 : 2;
   }
+  if (command === 'demo') {
+    // Loaded only here: the demo brings an embedded PostgreSQL (PGlite) that `start` never needs.
+    const { demoCommand } = await import('./demo/demo.js');
+    return demoCommand(rest);
+  }
   if (command === 'explain') return explainCommand(rest);
   if (command === 'rules') return rulesCommand(rest);
   if (command === 'audit') return auditCommand(rest);
+  if (command === 'agent-secret') return agentSecretCommand(rest);
   if (['requests', 'approve', 'deny', 'reviewer-token'].includes(command)) return requestsCommand(command, rest);
   if (command !== 'start') {
     process.stderr.write(`pgwarden: unknown command "${command}"\n\n${USAGE}`);

@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import os from 'node:os';
 import { Redis } from 'ioredis';
 import { auditRedis, waitReady } from '../audit/build-audit.js';
@@ -8,7 +9,8 @@ import type { Logger } from '../logger.js';
 import type { RequestJudge } from '../session/decision.js';
 import { ApprovalGate, type ApprovalAudit } from './approval-gate.js';
 import { startApprovalHttp, type ApprovalHttp } from './approval-http.js';
-import { ApprovalStore } from './approval-store.js';
+import { RedisApprovalStore, redisApprovalEvents, type ApprovalEvents, type ApprovalStore } from './approval-store.js';
+import { MemoryApprovalStore } from './memory-approval-store.js';
 import { ApprovalMetrics, type MetricsSnapshot } from './metrics.js';
 import { ReviewDesk } from './review-desk.js';
 import { ReviewHub } from './review-hub.js';
@@ -23,11 +25,13 @@ import { Webhook } from './webhook.js';
  * - review server: the page, WebSocket and API (one per instance: the primary in cluster mode,
  *   since all state is in Redis and any instance can decide any request).
  *
- * Approvals need Redis. Without it (or with approval.enabled off) there is no gate, and
- * statements the rules send to review are refused with a clear error.
+ * Approvals need Redis, or `approval.store: memory` in a single process (`pgwarden demo`). Without
+ * either (or with approval.enabled off) there is no gate, and statements the rules send to
+ * review are refused with a clear error.
  */
 export function approvalsEnabled(config: Config): boolean {
-  return config.approval.enabled && config.redisUrl !== undefined;
+  if (!config.approval.enabled) return false;
+  return config.approval.store === 'memory' || config.redisUrl !== undefined;
 }
 
 /** The page's address for notices and webhooks: publicUrl, else derived from listen. */
@@ -46,6 +50,46 @@ function subscriberRedis(url: string): Redis {
   return r;
 }
 
+/** Where this process keeps approval requests, and how it hears about their changes. */
+interface StoreBackend {
+  store: ApprovalStore;
+  /** One subscription to the store's changes (the waiter's or the hub's; closing it is theirs). */
+  events: ApprovalEvents;
+  close(): void;
+}
+
+/**
+ * The memory store of one process. The holder and the review server that startInstance builds
+ * from one configuration object must share it (they are started separately, each from the
+ * config), so it is kept per configuration object.
+ */
+const memoryStores = new WeakMap<Config, MemoryApprovalStore>();
+
+function memoryStoreOf(config: Config): MemoryApprovalStore {
+  if (cluster.isWorker) {
+    // The schema refuses `store: memory` with workers > 1; this is the last line of defence.
+    throw new Error('approval.store: memory keeps approval requests inside one process; a multi-worker cluster needs Redis (redisUrl)');
+  }
+  let store = memoryStores.get(config);
+  if (!store) memoryStores.set(config, (store = new MemoryApprovalStore(config.approval.keepHours * 3_600_000)));
+  return store;
+}
+
+async function openBackend(config: Config, log: Logger): Promise<StoreBackend> {
+  if (config.approval.store === 'memory') {
+    const store = memoryStoreOf(config);
+    return { store, events: store.events(), close: () => {} };
+  }
+  if (config.redisUrl === undefined) {
+    throw new Error('approvals need Redis (redisUrl), or approval.store: memory for a single process (workers: 1)');
+  }
+  const redis = auditRedis(config.redisUrl, log);
+  const subscriber = subscriberRedis(config.redisUrl);
+  await Promise.all([waitReady(redis, 3000), waitReady(subscriber, 3000)]);
+  const store = new RedisApprovalStore(redis, config.approval.redisPrefix, config.approval.keepHours * 3_600_000);
+  return { store, events: redisApprovalEvents(subscriber, store.eventsChannel), close: () => redis.disconnect() };
+}
+
 export interface Holder {
   metrics: ApprovalMetrics;
   /** The page's real address once its listener is bound (listen port 0). */
@@ -56,11 +100,9 @@ export interface Holder {
 }
 
 export async function startHolder(config: Config, log: Logger, instance: string): Promise<Holder> {
-  const redis = auditRedis(config.redisUrl!, log);
-  const subscriber = subscriberRedis(config.redisUrl!);
-  await Promise.all([waitReady(redis, 3000), waitReady(subscriber, 3000)]);
-  const store = new ApprovalStore(redis, config.approval.redisPrefix, config.approval.keepHours * 3_600_000);
-  const waiter = new VerdictWaiter(subscriber, store, log);
+  const backend = await openBackend(config, log);
+  const { store } = backend;
+  const waiter = new VerdictWaiter(backend.events, log);
   await waiter.whenReady();
   const metrics = new ApprovalMetrics();
   let page = pageUrl(config);
@@ -89,7 +131,7 @@ export async function startHolder(config: Config, log: Logger, instance: string)
     close: async () => {
       await webhook?.close();
       waiter.close();
-      redis.disconnect();
+      backend.close();
     },
   };
 }
@@ -115,15 +157,13 @@ export async function startReviewServer(
         'or approval.allowInsecureHttp when a TLS-terminating proxy is in front',
     );
   }
-  const redis = auditRedis(config.redisUrl!, log);
-  const subscriber = subscriberRedis(config.redisUrl!);
-  await Promise.all([waitReady(redis, 3000), waitReady(subscriber, 3000)]);
-  const store = new ApprovalStore(redis, config.approval.redisPrefix, config.approval.keepHours * 3_600_000);
+  const backend = await openBackend(config, log);
+  const { store } = backend;
   const auth = new ReviewerAuth(config.approval, { log });
   if (config.approval.reviewers.length === 0 && !auth.oidcEnabled) {
     log.warn('no reviewers are configured (approval.reviewers or approval.oidc): held statements can only time out');
   }
-  const hub = new ReviewHub(store, auth, subscriber, log);
+  const hub = new ReviewHub(store, auth, backend.events, log);
   const desk = new ReviewDesk({ store, audit: opts.audit, maxGrantMinutes: config.approval.maxGrantMinutes, log });
   const http = await startApprovalHttp({
     host,
@@ -158,7 +198,7 @@ export async function startReviewServer(
     close: async () => {
       clearInterval(janitor);
       await http.close();
-      redis.disconnect();
+      backend.close();
     },
   };
 }

@@ -1,8 +1,7 @@
 import type { IncomingMessage } from 'node:http';
-import type { Redis } from 'ioredis';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '../logger.js';
-import type { ApprovalEvent, ApprovalStore } from './approval-store.js';
+import type { ApprovalEvent, ApprovalEvents, ApprovalStore } from './approval-store.js';
 import type { Reviewer, ReviewerAuth } from './reviewer-auth.js';
 
 /**
@@ -13,8 +12,8 @@ import type { Reviewer, ReviewerAuth } from './reviewer-auth.js';
  * when the credential is wrong or does not come within AUTH_TIMEOUT_MS. The Origin check happens
  * at the HTTP upgrade (approval-http.ts), before this hub sees the socket.
  *
- * Every change in Redis (on any instance) reaches every authenticated socket: the hub
- * subscribes to the store's events channel and sends the current record.
+ * Every change in the store (made by any instance) reaches every authenticated socket: the hub
+ * subscribes to the store's events and sends the current record.
  */
 const AUTH_TIMEOUT_MS = 5000;
 const PING_MS = 25_000;
@@ -34,12 +33,11 @@ export class ReviewHub {
   constructor(
     private readonly store: ApprovalStore,
     private readonly auth: ReviewerAuth,
-    private readonly subscriber: Redis,
+    private readonly events: ApprovalEvents,
     private readonly log: Logger,
   ) {
     this.wss.on('connection', (ws: WebSocket, req: IncomingMessage) => this.onConnection(ws, req));
-    subscriber.on('message', (_channel: string, message: string) => void this.onEvent(message));
-    void subscriber.subscribe(store.eventsChannel).catch((err: unknown) => log.warn({ message: (err as Error).message }, 'approval events subscription failed'));
+    void events.subscribe((event) => void this.onEvent(event)).catch((err: unknown) => log.warn({ message: (err as Error).message }, 'approval events subscription failed'));
     this.ping = setInterval(() => this.heartbeat(), PING_MS).unref();
   }
 
@@ -92,15 +90,9 @@ export class ReviewHub {
     }
   }
 
-  private async onEvent(message: string): Promise<void> {
+  private async onEvent(event: ApprovalEvent): Promise<void> {
     if (this.members.size === 0) return;
-    let id: string;
-    try {
-      id = (JSON.parse(message) as ApprovalEvent).id;
-    } catch {
-      return;
-    }
-    const request = await this.store.get(id).catch(() => null);
+    const request = await this.store.get(event.id).catch(() => null);
     if (!request) return;
     const text = JSON.stringify({ type: 'request', now: Date.now(), request });
     for (const ws of this.members.keys()) if (ws.readyState === ws.OPEN) ws.send(text);
@@ -126,6 +118,6 @@ export class ReviewHub {
     clearInterval(this.ping);
     for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
-    this.subscriber.disconnect();
+    this.events.close();
   }
 }

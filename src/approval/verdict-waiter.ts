@@ -1,12 +1,12 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
-import type { ApprovalEvent, ApprovalStore } from './approval-store.js';
+import type { ApprovalEvent, ApprovalEvents } from './approval-store.js';
 
 /**
- * Wakes holders when their request changes state, on any instance: one Redis subscriber per
- * process, listening on the store's events channel, dispatching by request id.
+ * Wakes holders when their request changes state, on any instance: one subscription per
+ * process to the store's events (Redis pub/sub on the events channel, or in-process for the
+ * memory store), dispatching by request id.
  *
- * A notification only says "look again"; the record in Redis is the truth. Pub/sub loses
+ * A notification only says "look again"; the store's record is the truth. Pub/sub loses
  * messages while the subscriber reconnects, so holders also look again every `pollMs`.
  */
 export type WakeReason = 'changed' | 'poll' | 'deadline' | 'aborted';
@@ -16,13 +16,11 @@ export class VerdictWaiter {
   private readonly ready: Promise<void>;
 
   constructor(
-    private readonly subscriber: Redis,
-    store: ApprovalStore,
-    private readonly log: Logger,
+    private readonly events: ApprovalEvents,
+    log: Logger,
     private readonly pollMs = 1000,
   ) {
-    subscriber.on('message', (_channel: string, message: string) => this.onMessage(message));
-    this.ready = subscriber.subscribe(store.eventsChannel).then(
+    this.ready = events.subscribe((event) => this.onEvent(event)).then(
       () => undefined,
       (err: unknown) => log.warn({ message: (err as Error).message }, 'approval events subscription failed; holders poll instead'),
     );
@@ -33,15 +31,9 @@ export class VerdictWaiter {
     return this.ready;
   }
 
-  private onMessage(message: string): void {
-    let id: string;
-    try {
-      id = (JSON.parse(message) as ApprovalEvent).id;
-    } catch {
-      return;
-    }
-    const set = this.waiting.get(id);
-    if (set) for (const wake of set) wake();
+  private onEvent(event: ApprovalEvent): void {
+    const set = this.waiting.get(event.id);
+    if (set) for (const wake of [...set]) wake();
   }
 
   /**
@@ -75,6 +67,6 @@ export class VerdictWaiter {
   }
 
   close(): void {
-    this.subscriber.disconnect();
+    this.events.close();
   }
 }

@@ -1,17 +1,58 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApprovalConflict, ApprovalStore, type ApprovalRequest } from '../../src/approval/approval-store.js';
+import {
+  ApprovalConflict,
+  RedisApprovalStore,
+  redisApprovalEvents,
+  type ApprovalEvents,
+  type ApprovalRequest,
+  type ApprovalStore,
+} from '../../src/approval/approval-store.js';
+import { MemoryApprovalStore } from '../../src/approval/memory-approval-store.js';
 import { startTestRedis, type TestRedis } from '../helpers/redis-server.js';
 
 /**
- * The shared approval state machine against a real Redis: one winner per race, an approval
- * runs exactly once, N distinct approvers, grants that expire by themselves, and a change
- * notification for every transition.
+ * The approval state machine, the same expectations for both stores: the Redis one shared by
+ * every instance (against a real Redis) and the in-process one (`approval.store: memory`, the
+ * demo). One winner per race, an approval runs exactly once, N distinct approvers, grants that
+ * expire by themselves, and a change notification for every transition.
  */
-let server: TestRedis;
-let redis: Redis;
-let store: ApprovalStore;
+interface Backend {
+  store: ApprovalStore;
+  /** The same requests as another instance (process) sees them. */
+  sibling(): ApprovalStore;
+  /** A new subscription to the store's change events. */
+  events(): ApprovalEvents;
+  close(): Promise<void>;
+}
+
+async function redisBackend(): Promise<Backend> {
+  const server: TestRedis = await startTestRedis();
+  const clients: Redis[] = [];
+  const client = () => {
+    const r = new Redis(server.url);
+    clients.push(r);
+    return r;
+  };
+  const prefix = `pgw-test:approvals:${randomBytes(4).toString('hex')}`;
+  const store = new RedisApprovalStore(client(), prefix);
+  return {
+    store,
+    sibling: () => new RedisApprovalStore(client(), prefix),
+    events: () => redisApprovalEvents(client(), store.eventsChannel),
+    close: async () => {
+      for (const c of clients) c.disconnect();
+      await server.stop();
+    },
+  };
+}
+
+async function memoryBackend(): Promise<Backend> {
+  const store = new MemoryApprovalStore();
+  // One process has one store: every holder and page of it uses this same object.
+  return { store, sibling: () => store, events: () => store.events(), close: async () => {} };
+}
 
 const held = (over: Partial<ApprovalRequest> = {}) => ({
   expiresAt: Date.now() + 60_000,
@@ -30,25 +71,28 @@ const held = (over: Partial<ApprovalRequest> = {}) => ({
   ...over,
 });
 
-beforeAll(async () => {
-  server = await startTestRedis();
-  redis = new Redis(server.url);
-  store = new ApprovalStore(redis, `pgw-test:approvals:${randomBytes(4).toString('hex')}`);
-});
+describe.each([
+  { name: 'RedisApprovalStore', open: redisBackend },
+  { name: 'MemoryApprovalStore', open: memoryBackend },
+])('$name', ({ open }) => {
+  let backend: Backend;
+  let store: ApprovalStore;
 
-afterAll(async () => {
-  redis?.disconnect();
-  await server?.stop();
-});
+  beforeAll(async () => {
+    backend = await open();
+    store = backend.store;
+  });
 
-describe('ApprovalStore', () => {
+  afterAll(async () => {
+    await backend?.close();
+  });
+
   it('creates a pending request that every instance can list and read', async () => {
     const r = await store.create(held());
     expect(r).toMatchObject({ state: 'pending', approvals: [], rule: 'schema-changes' });
     expect(r.id).toMatch(/^[0-9a-f]{16}$/);
     expect((await store.pending()).map((p) => p.id)).toContain(r.id);
-    const other = new ApprovalStore(new Redis(server.url), (store as unknown as { prefix: string }).prefix);
-    expect(await other.get(r.id)).toEqual(r);
+    expect(await backend.sibling().get(r.id)).toEqual(r);
   });
 
   it('approve → claim → finish runs exactly once; a second claim fails', async () => {
@@ -92,10 +136,9 @@ describe('ApprovalStore', () => {
   });
 
   it('announces every transition on the events channel', async () => {
-    const sub = new Redis(server.url);
+    const sub = backend.events();
     const seen: { id: string; state: string }[] = [];
-    await sub.subscribe(store.eventsChannel);
-    sub.on('message', (_c, m) => seen.push(JSON.parse(m)));
+    await sub.subscribe((e) => seen.push(e));
     const r = await store.create(held());
     await store.approve(r.id, 'alice');
     await store.claim(r.id);
@@ -103,7 +146,7 @@ describe('ApprovalStore', () => {
     const deadline = Date.now() + 2000;
     while (seen.filter((e) => e.id === r.id).length < 4 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
     expect(seen.filter((e) => e.id === r.id).map((e) => e.state)).toEqual(['pending', 'approved', 'executing', 'done']);
-    sub.disconnect();
+    sub.close();
   });
 
   it('keeps a grant for exactly one agent, database and statement, until it expires by itself', async () => {
