@@ -15,7 +15,8 @@ import { startTestRedis, type TestRedis } from '../helpers/redis-server.js';
  */
 const CHROMIUM = process.env.PGWARDEN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 /** Bound on every wait for something to show up on the page. */
-const UI_TIMEOUT = 10_000;
+// Generous: the whole suite runs beside it on two cores (JDBC, Python and browser tests at once).
+const UI_TIMEOUT = 20_000;
 
 let redis: TestRedis;
 let inst: ApprovalInstance;
