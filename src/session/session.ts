@@ -37,7 +37,7 @@ import { UpstreamConnectError, connectUpstream, type UpstreamTarget } from './up
 import type { AgentDirectory } from '../identity/agent-directory.js';
 import type { AgentIdentity } from '../identity/agent-identity.js';
 import type { AgentLogin, LoginStep } from '../identity/agent-login.js';
-import { UpstreamLogin } from '../identity/upstream-login.js';
+import { UpstreamLogin, type UpstreamLoginStep } from '../identity/upstream-login.js';
 
 export interface SessionLimits {
   maxMessageBytes: number;
@@ -420,7 +420,7 @@ export class Session implements SessionInfo, CancelTarget {
   /** identity.mode agents: an Authentication request from the server, answered by pgwarden. */
   private onUpstreamAuthentication(frame: Frame): void {
     const login = this.upstreamLogin!;
-    const handle = (r: { send?: Buffer[]; done?: true; error?: string }) => {
+    const handle = (r: UpstreamLoginStep) => {
       if (this.phase !== 'auth') return;
       if (r.error) {
         this.log.warn({ role: this.identity?.role, reason: r.error }, 'upstream login for an agent failed');
@@ -435,15 +435,13 @@ export class Session implements SessionInfo, CancelTarget {
         this.flushClient();
       }
     };
-    let result;
-    try {
-      result = login.onAuthentication(frame.bytes);
-    } catch (err) {
-      handle({ error: (err as Error).message });
-      return;
-    }
-    if (result instanceof Promise) result.then(handle, (err: unknown) => handle({ error: (err as Error).message }));
-    else handle(result);
+    // UpstreamLogin answers with a Promise that never rejects (node-postgres's SCRAM is async).
+    this.serverHeld = true;
+    login.onAuthentication(frame.bytes).then((r) => {
+      this.serverHeld = false;
+      handle(r);
+      this.pumpServer();
+    });
   }
 
   private onUpstreamConnected(socket: Socket, startup: Buffer): void {
@@ -662,9 +660,20 @@ export class Session implements SessionInfo, CancelTarget {
 
   private readonly onServerData = (chunk: Buffer): void => {
     this.serverFramer.push(chunk);
+    this.pumpServer();
+  };
+
+  /**
+   * Set while pgwarden answers an upstream Authentication request for an agent (asynchronously):
+   * what the server sent after it (ParameterStatus, BackendKeyData …) must reach the client only
+   * after the AuthenticationOk it answers.
+   */
+  private serverHeld = false;
+
+  private pumpServer(): void {
     try {
       let frame: Frame | null;
-      while (this.phase !== 'closed' && (frame = this.serverFramer.next())) {
+      while (this.phase !== 'closed' && !this.serverHeld && (frame = this.serverFramer.next())) {
         this.onServerFrame(frame);
       }
     } catch (err) {
@@ -674,7 +683,7 @@ export class Session implements SessionInfo, CancelTarget {
     }
     this.releaseOrderedReplies();
     this.flushClient();
-  };
+  }
 
   private flushClient(): void {
     if (this.toClient.length === 0 || this.phase === 'closed') return;

@@ -12,6 +12,7 @@ import { silentLogger } from '../../src/logger.js';
 import { startInstance, type RunningInstance } from '../../src/server/run.js';
 import { AUDIT_KEY, callApi, readAudit, REVIEWERS, reviewerConfig, until } from '../helpers/approvals.js';
 import { testConfig } from '../helpers/proxy.js';
+import { libpqEnv, runOk } from '../helpers/spawn.js';
 import { startScratchCluster, type ScratchCluster } from '../helpers/scratch-cluster.js';
 
 /**
@@ -185,6 +186,13 @@ describe('SCRAM agents', () => {
     const direct = new pg.Client({ host: '127.0.0.1', port: cluster.port, user: ROLE, password: BOT_SECRET, database: 'agentdb' });
     direct.on('error', () => {});
     await expect(direct.connect()).rejects.toMatchObject({ code: '28P01' });
+  });
+
+  it('psql (libpq, strict about message order) logs in as the agent and runs as the role', async () => {
+    const r = await runOk('psql', ['-X', '-At', '-c', 'SELECT current_user'], {
+      env: { ...libpqEnv(`postgres://billing-bot@127.0.0.1:${inst.proxy.port}/agentdb`), PGPASSWORD: BOT_SECRET },
+    });
+    expect(r.stdout.trim()).toBe(ROLE);
   });
 
   it('a wrong secret and an unknown agent fail alike (28P01), without revealing which', async () => {
