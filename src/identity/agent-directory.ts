@@ -92,8 +92,4 @@ export class AgentDirectory {
       session.fail(pgError.agentRevoked(id.agent));
     }
   }
-
-  get openSessions(): number {
-    return this.sessions.size;
-  }
 }

@@ -145,69 +145,61 @@ export class CopyRowMasker {
 
   // --- CSV ---
 
-  /** Index of the newline that ends the row starting at `pos` (outside quotes), or -1. */
-  private csvRowEnd(data: Buffer, pos: number): number {
-    const { quote, escape } = this.format;
+  /**
+   * Scans one CSV field from `i`: up to the delimiter or newline outside quotes, or the end of
+   * `data`. `out`, when given, receives the field's value (quotes removed, escapes resolved).
+   * The one CSV state machine here: rows, fields and values all go through it.
+   */
+  private csvField(data: Buffer, i: number, out?: number[]): { end: number; quoted: boolean; open: boolean } {
+    const { quote, escape, delimiter } = this.format;
+    let quoted = false;
     let inQuotes = false;
-    for (let i = pos; i < data.length; i++) {
+    for (; i < data.length; i++) {
       const b = data[i]!;
       if (inQuotes) {
-        if (b === escape && escape !== quote && i + 1 < data.length && (data[i + 1] === quote || data[i + 1] === escape)) i++;
-        else if (b === quote) {
-          if (escape === quote && data[i + 1] === quote) i++;
-          else inQuotes = false;
-        }
-      } else if (b === quote) inQuotes = true;
-      else if (b === NL) return i;
+        const next = data[i + 1];
+        if ((b === escape && escape !== quote && (next === quote || next === escape)) || (b === quote && escape === quote && next === quote)) {
+          // An escaped character (or a doubled quote): the next byte is data. (Not `out?.push(data[++i])`:
+          // optional chaining would skip the increment when there is no `out`.)
+          i++;
+          out?.push(next!);
+        } else if (b === quote) inQuotes = false;
+        else out?.push(b);
+      } else if (b === quote) {
+        inQuotes = quoted = true;
+      } else if (b === delimiter || b === NL) {
+        break;
+      } else out?.push(b);
     }
-    return -1;
+    return { end: i, quoted, open: inQuotes };
+  }
+
+  /** Index of the newline that ends the row starting at `pos` (outside quotes), or -1. */
+  private csvRowEnd(data: Buffer, pos: number): number {
+    for (let i = pos; ; i++) {
+      const f = this.csvField(data, i);
+      if (f.open || f.end >= data.length) return -1;
+      if (data[f.end] === NL) return f.end;
+      i = f.end;
+    }
   }
 
   private csvFields(line: Buffer): Field[] | null {
-    const { quote, escape, delimiter } = this.format;
     const fields: Field[] = [];
-    let i = 0;
-    for (;;) {
-      const start = i;
-      let quoted = false;
-      let inQuotes = false;
-      for (; i < line.length; i++) {
-        const b = line[i]!;
-        if (inQuotes) {
-          if (b === escape && escape !== quote && i + 1 < line.length && (line[i + 1] === quote || line[i + 1] === escape)) i++;
-          else if (b === quote) {
-            if (escape === quote && line[i + 1] === quote) i++;
-            else inQuotes = false;
-          }
-        } else if (b === quote) {
-          inQuotes = true;
-          quoted = true;
-        } else if (b === delimiter) break;
-      }
-      if (inQuotes) return null;
-      fields.push({ start, end: i, quoted });
-      if (i >= line.length) return fields;
-      i++;
+    for (let i = 0; ; i++) {
+      const f = this.csvField(line, i);
+      if (f.open) return null;
+      fields.push({ start: i, end: f.end, quoted: f.quoted });
+      if (f.end >= line.length) return fields;
+      i = f.end;
     }
   }
 
   /** The value of a CSV field: quotes removed, escapes resolved. */
   private csvValue(raw: Buffer, quoted: boolean): Buffer {
     if (!quoted) return raw;
-    const { quote, escape } = this.format;
     const out: number[] = [];
-    let inQuotes = false;
-    for (let i = 0; i < raw.length; i++) {
-      const b = raw[i]!;
-      if (inQuotes) {
-        if (b === escape && escape !== quote && i + 1 < raw.length && (raw[i + 1] === quote || raw[i + 1] === escape)) out.push(raw[++i]!);
-        else if (b === quote) {
-          if (escape === quote && raw[i + 1] === quote) out.push(raw[++i]!);
-          else inQuotes = false;
-        } else out.push(b);
-      } else if (b === quote) inQuotes = true;
-      else out.push(b);
-    }
+    this.csvField(raw, 0, out);
     return Buffer.from(out);
   }
 

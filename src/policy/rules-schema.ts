@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { KINDS } from '../classify/statement-info.js';
+import { parseScramVerifier } from '../identity/scram-verifier.js';
 
 /**
  * The format of the YAML files in `rules/` that DBAs edit. Strict: unknown keys are errors.
@@ -79,7 +80,14 @@ export const agentSchema = z
     /** SCRAM-SHA-256 verifier of the agent's secret (`pgwarden agent-secret` prints one). */
     scram: z
       .string()
-      .regex(/^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/, 'expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>')
+      // The parser the login uses, so a verifier that loads is one that works.
+      .superRefine((v, ctx) => {
+        try {
+          parseScramVerifier(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        }
+      })
       .optional(),
     /** OIDC: the agent sends an access token as its password; identity.oidc.agentClaim must equal `subject`. */
     oidc: z.object({ subject: z.string().min(1).max(500) }).strict().optional(),

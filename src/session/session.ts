@@ -91,6 +91,8 @@ export class Session implements SessionInfo, CancelTarget {
   /** The verified agent (identity.mode agents). */
   identity: AgentIdentity | undefined;
   private agentLogin: AgentLogin | null = null;
+  /** The client's protocol version, for the StartupMessage sent upstream (possibly after agent login). */
+  private protocolVersion = 0;
   private upstreamLogin: UpstreamLogin | null = null;
   /** The database the agent is mapped to (identity.mode agents). */
   private mappedDatabase: string | null = null;
@@ -352,8 +354,6 @@ export class Session implements SessionInfo, CancelTarget {
     }
     this.connect(params);
   }
-
-  private protocolVersion = 0;
 
   /** Opens the upstream connection and sends it the StartupMessage with `params`. */
   private connect(params: ReadonlyMap<string, string>): void {

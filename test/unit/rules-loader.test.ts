@@ -338,3 +338,17 @@ describe('RulesStore', () => {
     expect(store.current).toBe(before);
   });
 });
+
+describe('agents', () => {
+  const agent = (scram: string) => `agents:\n  - name: bot\n    scram: "${scram}"\n    role: app_ro\n`;
+
+  it('accepts a verifier the login can use, and rejects one it could not (short key, bad base64)', () => {
+    const good = 'SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0c2FsdA==$' + Buffer.alloc(32, 1).toString('base64') + ':' + Buffer.alloc(32, 2).toString('base64');
+    expect(compileRules([{ file: 'a.yaml', text: agent(good) }]).agents.get('bot')?.role).toBe('app_ro');
+    const short = good.replace(/\$[^$]*$/, '$' + Buffer.alloc(16, 1).toString('base64') + ':' + Buffer.alloc(32, 2).toString('base64'));
+    expect(problemsOf([{ file: 'a.yaml', text: agent(short) }])).toEqual([
+      { file: 'a.yaml', path: 'agents.0.scram', message: 'malformed SCRAM verifier: StoredKey must be 32 bytes in base64' },
+    ]);
+    expect(problemsOf([{ file: 'a.yaml', text: agent('SCRAM-SHA-256$4096:!!!$a:b') }])[0]?.path).toBe('agents.0.scram');
+  });
+});
