@@ -1,16 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import type { CryptoKey } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatScramVerifier, makeScramVerifier } from '../../src/identity/scram-verifier.js';
 import { silentLogger } from '../../src/logger.js';
 import { startInstance, type RunningInstance } from '../../src/server/run.js';
 import { AUDIT_KEY, callApi, readAudit, REVIEWERS, reviewerConfig, until } from '../helpers/approvals.js';
+import { startOidcProvider, type TestOidcProvider } from '../helpers/oidc-provider.js';
 import { testConfig } from '../helpers/proxy.js';
 import { libpqEnv, runOk } from '../helpers/spawn.js';
 import { startScratchCluster, type ScratchCluster } from '../helpers/scratch-cluster.js';
@@ -31,9 +30,9 @@ const PREFIX = randomBytes(4).toString('hex');
 let cluster: ScratchCluster;
 let inst: RunningInstance;
 let dir: string;
-let jwksServer: http.Server;
-let privateKey: CryptoKey;
+let idp: TestOidcProvider;
 let otherKey: CryptoKey;
+const token: TestOidcProvider['token'] = (claims, o) => idp.token(claims, o);
 let rulesText: string;
 
 function rules(agents: string): string {
@@ -88,15 +87,8 @@ beforeAll(async () => {
      GRANT INSERT, SELECT ON ledger TO app_writer;`,
     'agentdb',
   );
-  const pair = await generateKeyPair('ES256');
-  privateKey = pair.privateKey;
-  otherKey = (await generateKeyPair('ES256')).privateKey;
-  const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' };
-  jwksServer = http.createServer((req, res) => {
-    res.writeHead(req.url === '/jwks' ? 200 : 404, { 'content-type': 'application/json' });
-    res.end(req.url === '/jwks' ? JSON.stringify({ keys: [jwk] }) : '{}');
-  });
-  await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
+  idp = await startOidcProvider(ISSUER, AUDIENCE);
+  otherKey = idp.otherKey;
   dir = mkdtempSync(path.join(tmpdir(), 'pgw-agents-'));
   mkdirSync(path.join(dir, 'rules'));
   rulesText = rules(AGENTS(formatScramVerifier(makeScramVerifier(BOT_SECRET))));
@@ -115,7 +107,7 @@ beforeAll(async () => {
         oidc: {
           issuer: ISSUER,
           audience: AUDIENCE,
-          jwksUrl: `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks`,
+          jwksUrl: idp.jwksUrl,
           allowPlaintext: true,
         },
       },
@@ -126,8 +118,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await inst?.stop();
-  jwksServer?.closeAllConnections();
-  await new Promise<void>((resolve) => (jwksServer ? jwksServer.close(() => resolve()) : resolve()));
+  await idp?.close();
   await cluster?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -146,17 +137,6 @@ async function connectError(user: string, password: string, database = 'agentdb'
   await c.end().catch(() => {});
   if (!err) throw new Error(`${user} connected but should not have`);
   return err;
-}
-
-function token(claims: Record<string, unknown>, o: { aud?: string; iss?: string; exp?: number; key?: CryptoKey } = {}): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT(claims)
-    .setProtectedHeader({ alg: 'ES256', kid: 'k1', typ: 'JWT' })
-    .setIssuer(o.iss ?? ISSUER)
-    .setAudience(o.aud ?? AUDIENCE)
-    .setIssuedAt(now - 60)
-    .setExpirationTime(o.exp ?? now + 300)
-    .sign(o.key ?? privateKey);
 }
 
 /** Waits for the client's 'error' event (the server ended the session). */

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import type { CryptoKey } from 'jose';
+import { startOidcProvider, type TestOidcProvider } from '../helpers/oidc-provider.js';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
@@ -464,57 +465,25 @@ describe('webhook', () => {
 describe('OIDC reviewers through the REST API', () => {
   const ISSUER = 'https://idp.test';
   const AUDIENCE = 'pgwarden';
-  const KID = 'test-key-1';
-  let jwksServer: http.Server;
+  let idp: TestOidcProvider;
   let oidcInst: ApprovalInstance;
-  let privateKey: CryptoKey;
   let otherKey: CryptoKey;
+  const token: TestOidcProvider['token'] = (claims, o) => idp.token(claims, o);
 
   beforeAll(async () => {
-    const pair = await generateKeyPair('ES256');
-    privateKey = pair.privateKey;
-    otherKey = (await generateKeyPair('ES256')).privateKey;
-    const jwk = { ...(await exportJWK(pair.publicKey)), kid: KID, alg: 'ES256', use: 'sig' };
-    jwksServer = http.createServer((req, res) => {
-      if (req.url === '/jwks') {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ keys: [jwk] }));
-      } else {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-    await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
-    const port = (jwksServer.address() as AddressInfo).port;
+    idp = await startOidcProvider(ISSUER, AUDIENCE);
+    otherKey = idp.otherKey;
     oidcInst = await startApprovalInstance(redis.url, {
       approval: {
-        oidc: { issuer: ISSUER, audience: AUDIENCE, jwksUrl: `http://127.0.0.1:${port}/jwks` },
+        oidc: { issuer: ISSUER, audience: AUDIENCE, jwksUrl: idp.jwksUrl },
         actsAs: { 'dana@example.com': ['postgres'] },
       },
     });
   });
   afterAll(async () => {
     await oidcInst?.close();
-    await new Promise<void>((resolve) => {
-      if (!jwksServer) return resolve();
-      jwksServer.closeAllConnections();
-      jwksServer.close(() => resolve());
-    });
+    await idp?.close();
   });
-
-  function token(
-    claims: Record<string, unknown>,
-    o: { aud?: string; iss?: string; exp?: number; key?: CryptoKey } = {},
-  ): Promise<string> {
-    const now = Math.floor(Date.now() / 1000);
-    return new SignJWT(claims)
-      .setProtectedHeader({ alg: 'ES256', kid: KID, typ: 'JWT' })
-      .setIssuer(o.iss ?? ISSUER)
-      .setAudience(o.aud ?? AUDIENCE)
-      .setIssuedAt(now - 60)
-      .setExpirationTime(o.exp ?? now + 300)
-      .sign(o.key ?? privateKey);
-  }
 
   it('an OIDC reviewer signs in and approves; one acting as the agent\'s user gets 403; bad tokens get 401', async () => {
     const erin = await token({ email: 'erin@example.com', groups: ['dba'] });
