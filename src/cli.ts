@@ -3,7 +3,8 @@ import { parseArgs } from 'node:util';
 import { auditCommand } from './audit/audit-cli.js';
 import { agentSecretCommand } from './identity/agent-secret-cli.js';
 import { requestsCommand } from './approval/requests-cli.js';
-import { ConfigError, FLAGS, loadConfig } from './config/load.js';
+import { ConfigError, loadConfig, parseConfigArgs } from './config/load.js';
+import { configCommand } from './config/config-cli.js';
 import { createLogger } from './logger.js';
 import { runProxy } from './server/run.js';
 import { Classifier, loadParser } from './classify/classifier.js';
@@ -21,6 +22,9 @@ Commands:
   explain "<sql>"            classify SQL and show which rule decides, as JSON
                              [--rules DIR] [--user U] [--database D] [--application A] [--in-transaction]
   rules check [DIR]          validate rule files; exit 1 listing every problem
+  config check               validate the configuration start would use and print it, secrets hidden
+                             [--config FILE] [start options]
+  config reference           print the settings table (README "Configuration reference")
   audit tail|verify|export   read and check the audit log (pgwarden audit --help)
   requests                   list statements held for review [--status pending|recent] [--json]
   approve <id>               approve [--reason TEXT] [--grant-minutes N]
@@ -29,7 +33,8 @@ Commands:
   agent-secret               print the SCRAM verifier of an agent's secret (stdin, or --generate)
                              (requests/approve/deny: PGWARDEN_REVIEWER_TOKEN, --url or PGWARDEN_APPROVAL_URL)
 
-Options for start (each also settable as PGWARDEN_* env var or in the config file):
+Options for start (each also settable as PGWARDEN_* env var or in the config file;
+every setting: pgwarden config reference):
   --config FILE                 YAML config file (env PGWARDEN_CONFIG)
   --listen HOST:PORT            where agents connect (default 127.0.0.1:6432)
   --upstream URL                postgres://host:port of the real server (default postgres://127.0.0.1:5432)
@@ -38,6 +43,7 @@ Options for start (each also settable as PGWARDEN_* env var or in the config fil
   --tls-cert FILE --tls-key FILE   terminate TLS for clients
   --workers N                   worker processes (default: number of cores)
   --health-listen HOST:PORT     serve GET /healthz
+  --estimator-url URL           postgres:// side connection that EXPLAINs reads of sensitive tables
   --log-level LEVEL             fatal | error | warn | info | debug | trace | silent
   --max-message-bytes N         largest accepted client message (default 64 MiB)
   --redis URL                   redis:// shared by all instances (audit stream); unset: local journal only
@@ -69,6 +75,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'explain') return explainCommand(rest);
   if (command === 'rules') return rulesCommand(rest);
+  if (command === 'config') return configCommand(rest);
   if (command === 'audit') return auditCommand(rest);
   if (command === 'agent-secret') return agentSecretCommand(rest);
   if (['requests', 'approve', 'deny', 'reviewer-token'].includes(command)) return requestsCommand(command, rest);
@@ -76,21 +83,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`pgwarden: unknown command "${command}"\n\n${USAGE}`);
     return 2;
   }
-  const optionSpec: Record<string, { type: 'string' }> = { config: { type: 'string' } };
-  for (const name of Object.keys(FLAGS)) optionSpec[name] = { type: 'string' };
-  let values: Record<string, string | undefined>;
   try {
-    values = parseArgs({ args: rest, options: optionSpec, strict: true, allowPositionals: false }).values as Record<
-      string,
-      string | undefined
-    >;
-  } catch (err) {
-    process.stderr.write(`pgwarden: ${(err as Error).message}\n`);
-    return 2;
-  }
-  const { config: file, ...flagValues } = values;
-  const flags = Object.fromEntries(Object.entries(flagValues).filter((e): e is [string, string] => e[1] !== undefined));
-  try {
+    const { file, flags } = parseConfigArgs(rest);
     const config = loadConfig({ file, env: process.env, flags });
     const log = createLogger(config.logLevel);
     await runProxy(config, log);

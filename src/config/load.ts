@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { configSchema, type Config } from './schema.js';
 
@@ -13,7 +14,7 @@ export class ConfigError extends Error {
 
 type Json = Record<string, unknown>;
 
-interface OptionSpec {
+export interface OptionSpec {
   /** Where the value goes in the config document. */
   path: string[];
   kind: 'string' | 'int' | 'bool';
@@ -22,7 +23,7 @@ interface OptionSpec {
 }
 
 /** Every setting that can come from the environment or a flag, in one table. */
-const OPTIONS: OptionSpec[] = [
+export const OPTIONS: OptionSpec[] = [
   { path: ['listen'], kind: 'string', env: 'PGWARDEN_LISTEN', flag: 'listen' },
   { path: ['upstream', 'url'], kind: 'string', env: 'PGWARDEN_UPSTREAM', flag: 'upstream' },
   { path: ['upstream', 'sslmode'], kind: 'string', env: 'PGWARDEN_UPSTREAM_SSLMODE', flag: 'upstream-sslmode' },
@@ -63,6 +64,24 @@ const OPTIONS: OptionSpec[] = [
 export const FLAGS: Record<string, OptionSpec> = Object.fromEntries(
   OPTIONS.filter((o) => o.flag !== undefined).map((o) => [o.flag!, o]),
 );
+
+/**
+ * The config sources named on a command line: `--config FILE` and the flags of `pgwarden start`.
+ * Throws ConfigError on an unknown or incomplete option.
+ */
+export function parseConfigArgs(args: string[]): { file?: string; flags: Record<string, string> } {
+  const options: Record<string, { type: 'string' }> = { config: { type: 'string' } };
+  for (const name of Object.keys(FLAGS)) options[name] = { type: 'string' };
+  let values: Record<string, string | undefined>;
+  try {
+    values = parseArgs({ args, options, strict: true, allowPositionals: false }).values as Record<string, string | undefined>;
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const { config: file, ...flagValues } = values;
+  const flags = Object.fromEntries(Object.entries(flagValues).filter((e): e is [string, string] => e[1] !== undefined));
+  return { file, flags };
+}
 
 function setPath(doc: Json, path: string[], value: unknown): void {
   let node = doc;
