@@ -87,7 +87,6 @@ export const pgError = {
   replicationRefused: () =>
     fatal(SqlState.InsufficientPrivilege, 'pgwarden: replication connections are not allowed through the proxy'),
   missingUser: () => fatal(SqlState.InvalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet'),
-  tlsUnavailable: () => fatal(SqlState.ProtocolViolation, 'pgwarden: TLS is not configured on this proxy'),
   dataBeforeTls: () =>
     fatal(SqlState.ProtocolViolation, 'received unencrypted data after SSL request', {
       hint: 'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.',
@@ -186,5 +185,4 @@ export const pgError = {
     hint: 'Narrow the query, or ask for an export through review.',
   }),
   startupRefused: (message: string): PgErrorFields => fatal(SqlState.InsufficientPrivilege, message),
-  idleTimeout: () => fatal(SqlState.AdminShutdown, 'pgwarden: terminating connection due to idle timeout'),
 };

@@ -138,9 +138,7 @@ describe('encodeErrorResponse', () => {
       pgError.upstreamTlsRequired(),
       pgError.replicationRefused(),
       pgError.missingUser(),
-      pgError.tlsUnavailable(),
       pgError.dataBeforeTls(),
-      pgError.idleTimeout(),
     ];
     for (const e of errors) {
       const msg = parseOne(encodeErrorResponse(e)) as Fielded;
