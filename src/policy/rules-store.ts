@@ -55,7 +55,12 @@ export class RulesStore {
     if (!this.dir) return false;
     try {
       const next = loadRules(this.dir);
-      if (next.version === this.snapshot.version) return false;
+      if (next.version === this.snapshot.version) {
+        // An operator who sends SIGHUP wants to see that it arrived; editors' extra writes do not.
+        const level = trigger === 'SIGHUP' ? 'info' : 'debug';
+        this.log[level]({ event: 'rules-unchanged', trigger, version: next.version }, 'rules unchanged');
+        return false;
+      }
       const previous = this.snapshot.version;
       this.snapshot = next;
       this.log.info({ event: 'rules-reloaded', trigger, version: next.version, previous, files: next.files, rules: next.rules.length }, 'rules reloaded');

@@ -191,6 +191,11 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  // Each worker holds its own rules snapshot and reloads on SIGHUP; an operator signals the
+  // primary (the process they started), so it passes the signal on.
+  process.on('SIGHUP', () => {
+    for (const w of workers.values()) w.process.kill('SIGHUP');
+  });
 }
 
 async function runWorker(config: Config, log: Logger): Promise<void> {

@@ -287,6 +287,18 @@ describe('pgwarden CLI with two workers', () => {
       await Promise.all(sessions.map((c) => c.end()));
     });
 
+    it('reloads the rules in every worker on SIGHUP sent to the process the operator started', async () => {
+      cli.child.kill('SIGHUP');
+      for (const worker of [0, 1]) {
+        // The files did not change, so each worker re-reads them and says so.
+        await cli.waitForLog((l) => l.event === 'rules-unchanged' && l.trigger === 'SIGHUP' && l.worker === worker, 10_000, `worker ${worker} re-reading its rules on SIGHUP`);
+      }
+      expect(cli.exit).toBeNull();
+      const c = await connect(port);
+      expect((await c.query<{ v: number }>('SELECT 1 AS v')).rows).toEqual([{ v: 1 }]);
+      await c.end();
+    });
+
     it('cancels pg_sleep(10) whichever worker the CancelRequest lands on', async () => {
       // One session on each worker.
       const byWorker = new Map<number, pg.Client>();
