@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -76,6 +76,22 @@ describe('README', () => {
       const row = rows.find((r) => r.startsWith(`| ${error.code} | ${error.severity} |`) && r.includes(fixed));
       expect(row, `${name}: | ${error.code} | ${error.severity} | \`${fixed}…\``).toBeDefined();
     }
+  });
+
+  it('documents every PGWARDEN_* environment variable the code reads', () => {
+    const names = new Set<string>();
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const file = path.join(dir, entry.name);
+        if (entry.isDirectory()) walk(file);
+        else if (file.endsWith('.ts')) for (const m of readFileSync(file, 'utf8').matchAll(/\bPGWARDEN_[A-Z][A-Z_]*[A-Z]\b/g)) names.add(m[0]);
+      }
+    };
+    walk(path.join(ROOT, 'src'));
+    // Internal: the primary tells a worker its number; PGWARDEN_CHAIN is an error tag inside a Lua script.
+    for (const internal of ['PGWARDEN_WORKER_ID', 'PGWARDEN_CHAIN']) names.delete(internal);
+    expect(names.size).toBeGreaterThan(30);
+    for (const name of names) expect(README, name).toContain(name);
   });
 
   it('gives the test command CI runs', () => {
