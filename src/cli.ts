@@ -5,6 +5,7 @@ import { agentSecretCommand } from './identity/agent-secret-cli.js';
 import { requestsCommand } from './approval/requests-cli.js';
 import { ConfigError, loadConfig, parseConfigArgs } from './config/load.js';
 import { configCommand } from './config/config-cli.js';
+import { startupReport } from './config/startup-checks.js';
 import { createLogger } from './logger.js';
 import { runProxy } from './server/run.js';
 import { Classifier, loadParser } from './classify/classifier.js';
@@ -86,6 +87,8 @@ async function main(argv: string[]): Promise<number> {
   try {
     const { file, flags } = parseConfigArgs(rest);
     const config = loadConfig({ file, env: process.env, flags });
+    const { problems } = startupReport(config);
+    if (problems.length > 0) throw new ConfigError(`cannot start:\n${problems.map((p) => `  ${p}`).join('\n')}`);
     const log = createLogger(config.logLevel);
     await runProxy(config, log);
     return -1; // keep running

@@ -5,6 +5,7 @@ import { auditRedis, waitReady } from '../audit/build-audit.js';
 import { SqlNormalizer } from '../audit/normalize-sql.js';
 import type { Config } from '../config/schema.js';
 import { splitHostPort } from '../config/load.js';
+import { approvalExposureProblem } from '../config/startup-checks.js';
 import type { Logger } from '../logger.js';
 import type { RequestJudge } from '../session/decision.js';
 import { ApprovalGate, type ApprovalAudit } from './approval-gate.js';
@@ -150,13 +151,8 @@ export async function startReviewServer(
   opts: { audit: ApprovalAudit | null; metrics: () => MetricsSnapshot },
 ): Promise<ReviewServer> {
   const { host, port } = splitHostPort(config.approval.listen);
-  const loopback = host === '127.0.0.1' || host === '::1' || host === 'localhost';
-  if (!loopback && !config.approval.tls && !config.approval.allowInsecureHttp) {
-    throw new Error(
-      `refusing to serve the approval page on ${config.approval.listen} without TLS: set approval.tls (cert and key), ` +
-        'or approval.allowInsecureHttp when a TLS-terminating proxy is in front',
-    );
-  }
+  const exposure = approvalExposureProblem(config);
+  if (exposure) throw new Error(exposure);
   const backend = await openBackend(config, log);
   const { store } = backend;
   const auth = new ReviewerAuth(config.approval, { log });

@@ -1,7 +1,10 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { ConfigError, loadConfig, parseConfigArgs } from './load.js';
+import { BUNDLED_RULES_DIR } from '../policy/build-judge.js';
+import { RulesInvalid, loadRules } from '../policy/rules-loader.js';
 import { configReference, readmeReference, renderConfigReference, withReference } from './reference.js';
+import { startupReport } from './startup-checks.js';
 
 /**
  * `pgwarden config check [--config FILE] [start options]`: validate what `start` would run with
@@ -31,7 +34,21 @@ function checkCommand(args: string[], env: NodeJS.ProcessEnv, out: Out, err: Out
   try {
     const { file, flags } = parseConfigArgs(args);
     const config = loadConfig({ file, env, flags });
-    out(`# pgwarden configuration: valid${file ?? env.PGWARDEN_CONFIG ? ` (${file ?? env.PGWARDEN_CONFIG} + environment + flags)` : ' (defaults + environment + flags)'}\n`);
+    const { problems, warnings } = startupReport(config);
+    const rulesDir = config.rulesDir ?? BUNDLED_RULES_DIR;
+    try {
+      loadRules(rulesDir);
+    } catch (e) {
+      if (!(e instanceof RulesInvalid)) throw e;
+      problems.push(...e.problems.map((p) => `rulesDir: ${p.file}: ${p.path}: ${p.message}`));
+    }
+    for (const w of warnings) err(`pgwarden: warning: ${w}\n`);
+    if (problems.length > 0) {
+      err(`pgwarden: start would fail:\n${problems.map((p) => `  ${p}`).join('\n')}\n`);
+      return 2;
+    }
+    const source = file ?? env.PGWARDEN_CONFIG;
+    out(`# pgwarden configuration: valid (${source ? `${source} + ` : 'defaults + '}environment + flags; rules in ${rulesDir})\n`);
     out(stringify(redactSecrets(config)));
     return 0;
   } catch (e) {

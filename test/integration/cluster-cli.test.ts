@@ -411,6 +411,17 @@ describe('pgwarden CLI with two workers', () => {
       expect(cli.logs.some((l) => l.event === 'ready')).toBe(false);
     });
 
+    it('exits 2 before starting anything when settings contradict each other (Redis without the audit key, an open page without TLS)', async () => {
+      const cli = CliProcess.start(['start', '--listen', '127.0.0.1:0', '--redis', 'redis://127.0.0.1:1', '--approval-listen', '0.0.0.0:0']);
+      processes.push(cli);
+      const exit = await cli.waitForExit(10_000);
+      expect(exit.code).toBe(2);
+      expect(cli.stderr).toContain('cannot start');
+      expect(cli.stderr).toContain('audit.hmacKey: required when audit entries go to Redis');
+      expect(cli.stderr).toContain('approval.listen: refusing to serve the approval page on 0.0.0.0:0 without TLS');
+      expect(cli.logs.some((l) => l.event === 'ready')).toBe(false);
+    });
+
     it('exits 2 when a numeric option is not a number', async () => {
       const cli = CliProcess.start(['start', '--listen', '127.0.0.1:0', '--workers', 'two']);
       processes.push(cli);

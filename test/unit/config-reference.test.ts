@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -128,6 +129,33 @@ describe('pgwarden config check', () => {
     );
     expect(shown).not.toContain('role-pw');
     expect(shown).not.toContain('token');
+  });
+
+  it('finds what start would fail on: Redis without the audit key, an open page without TLS, unreadable files, invalid rules', () => {
+    const rules = mkdtempSync(path.join(os.tmpdir(), 'pgwarden-check-rules-'));
+    writeFileSync(path.join(rules, 'policy.yaml'), 'policy:\n  default: maybe\n');
+    const { code, err, out } = run(['--rules', rules, '--tls-cert', '/nonexistent/proxy.crt', '--tls-key', '/nonexistent/proxy.key'], {
+      PGWARDEN_REDIS_URL: 'redis://cache.example:6379',
+      PGWARDEN_APPROVAL_LISTEN: '0.0.0.0:6480',
+    });
+    rmSync(rules, { recursive: true, force: true });
+    expect(code).toBe(2);
+    expect(out).toBe('');
+    expect(err).toContain('start would fail');
+    expect(err).toContain('audit.hmacKey: required when audit entries go to Redis');
+    expect(err).toContain('approval.listen: refusing to serve the approval page on 0.0.0.0:6480 without TLS');
+    expect(err).toContain('tls.cert: cannot read /nonexistent/proxy.crt (ENOENT)');
+    expect(err).toMatch(/rulesDir: policy\.yaml: policy\.default: /);
+  });
+
+  it('warns about legal settings that are rarely meant, and still exits 0', () => {
+    const { code, err, out } = run([], {});
+    expect(code).toBe(0);
+    expect(err).toContain('warning: approval: no redisUrl and approval.store is not memory, so every statement the rules send to review is refused');
+    expect(out).toContain('rules in ');
+    const withRedis = run([], { PGWARDEN_REDIS_URL: 'redis://cache.example:6379', PGWARDEN_AUDIT_KEY: 'k'.repeat(40) });
+    expect(withRedis.code).toBe(0);
+    expect(withRedis.err).toContain('warning: approval: no reviewers');
   });
 
   it('exits 2 and names each invalid setting', () => {

@@ -1,0 +1,60 @@
+import { accessSync, constants } from 'node:fs';
+import { splitHostPort } from './load.js';
+import type { Config } from './schema.js';
+
+/**
+ * Checks across settings that the schema cannot express, made before anything starts, so that
+ * `pgwarden config check` finds what `start` would fail on (or silently degrade to) without
+ * starting it. `problems` stop `start`; `warnings` are legal but rarely meant.
+ */
+export interface StartupReport {
+  problems: string[];
+  warnings: string[];
+}
+
+/** Why the approval page must not listen where it does, or null. */
+export function approvalExposureProblem(config: Config): string | null {
+  const { host } = splitHostPort(config.approval.listen);
+  const loopback = host === '127.0.0.1' || host === '::1' || host === 'localhost';
+  if (loopback || config.approval.tls || config.approval.allowInsecureHttp) return null;
+  return (
+    `refusing to serve the approval page on ${config.approval.listen} without TLS: set approval.tls (cert and key), ` +
+    'or approval.allowInsecureHttp when a TLS-terminating proxy is in front'
+  );
+}
+
+export function startupReport(config: Config): StartupReport {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const approvals = config.approval.enabled && (config.redisUrl !== undefined || config.approval.store === 'memory');
+  if (config.audit.enabled && config.redisUrl && !config.audit.hmacKey) {
+    problems.push('audit.hmacKey: required when audit entries go to Redis: set PGWARDEN_AUDIT_KEY (32+ characters) on every instance');
+  }
+  if (approvals) {
+    const exposure = approvalExposureProblem(config);
+    if (exposure) problems.push(`approval.listen: ${exposure}`);
+  }
+  const files: [string, string | undefined][] = [
+    ['tls.cert', config.tls?.cert],
+    ['tls.key', config.tls?.key],
+    ['upstream.sslrootcert', config.upstream.sslrootcert],
+    ['approval.tls.cert', approvals ? config.approval.tls?.cert : undefined],
+    ['approval.tls.key', approvals ? config.approval.tls?.key : undefined],
+  ];
+  for (const [setting, file] of files) {
+    if (file === undefined) continue;
+    try {
+      accessSync(file, constants.R_OK);
+    } catch (err) {
+      problems.push(`${setting}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  }
+  if (config.approval.enabled && !approvals) {
+    warnings.push('approval: no redisUrl and approval.store is not memory, so every statement the rules send to review is refused');
+  }
+  if (approvals && config.approval.reviewers.length === 0 && !config.approval.oidc) {
+    warnings.push('approval: no reviewers (approval.reviewers or approval.oidc), so held statements can only time out');
+  }
+  if (!config.audit.enabled) warnings.push('audit.enabled: false: nothing records who ran what (for measurements only)');
+  return { problems, warnings };
+}
