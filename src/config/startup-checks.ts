@@ -1,4 +1,5 @@
 import { accessSync, constants } from 'node:fs';
+import { resolveAuditKey } from '../audit/build-audit.js';
 import { splitHostPort } from './load.js';
 import type { Config } from './schema.js';
 
@@ -27,8 +28,13 @@ export function startupReport(config: Config): StartupReport {
   const problems: string[] = [];
   const warnings: string[] = [];
   const approvals = config.approval.enabled && (config.redisUrl !== undefined || config.approval.store === 'memory');
-  if (config.audit.enabled && config.redisUrl && !config.audit.hmacKey) {
-    problems.push('audit.hmacKey: required when audit entries go to Redis: set PGWARDEN_AUDIT_KEY (32+ characters) on every instance');
+  // With Redis the key must be configured; without it, start generates one into the journal.
+  if (config.audit.enabled && config.redisUrl) {
+    try {
+      resolveAuditKey(config, { generate: false });
+    } catch (err) {
+      problems.push(`audit.hmacKey: ${(err as Error).message}`);
+    }
   }
   if (approvals) {
     const exposure = approvalExposureProblem(config);

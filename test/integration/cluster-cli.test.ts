@@ -417,7 +417,7 @@ describe('pgwarden CLI with two workers', () => {
       const exit = await cli.waitForExit(10_000);
       expect(exit.code).toBe(2);
       expect(cli.stderr).toContain('cannot start');
-      expect(cli.stderr).toContain('audit.hmacKey: required when audit entries go to Redis');
+      expect(cli.stderr).toContain('audit.hmacKey: the audit key is required when audit entries go to Redis');
       expect(cli.stderr).toContain('approval.listen: refusing to serve the approval page on 0.0.0.0:0 without TLS');
       expect(cli.logs.some((l) => l.event === 'ready')).toBe(false);
     });

@@ -142,7 +142,7 @@ describe('pgwarden config check', () => {
     expect(code).toBe(2);
     expect(out).toBe('');
     expect(err).toContain('start would fail');
-    expect(err).toContain('audit.hmacKey: required when audit entries go to Redis');
+    expect(err).toContain('audit.hmacKey: the audit key is required when audit entries go to Redis');
     expect(err).toContain('approval.listen: refusing to serve the approval page on 0.0.0.0:6480 without TLS');
     expect(err).toContain('tls.cert: cannot read /nonexistent/proxy.crt (ENOENT)');
     expect(err).toMatch(/rulesDir: policy\.yaml: policy\.default: /);
