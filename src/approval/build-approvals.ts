@@ -5,7 +5,7 @@ import { auditRedis, waitReady } from '../audit/build-audit.js';
 import { SqlNormalizer } from '../audit/normalize-sql.js';
 import type { Config } from '../config/schema.js';
 import { splitHostPort } from '../config/load.js';
-import { approvalExposureProblem } from '../config/startup-checks.js';
+import { approvalExposureProblem, approvalsEnabled } from '../config/startup-checks.js';
 import type { Logger } from '../logger.js';
 import type { RequestJudge } from '../session/decision.js';
 import { ApprovalGate, type ApprovalAudit } from './approval-gate.js';
@@ -26,14 +26,8 @@ import { Webhook } from './webhook.js';
  * - review server: the page, WebSocket and API (one per instance: the primary in cluster mode,
  *   since all state is in Redis and any instance can decide any request).
  *
- * Approvals need Redis, or `approval.store: memory` in a single process (`pgwarden demo`). Without
- * either (or with approval.enabled off) there is no gate, and statements the rules send to
- * review are refused with a clear error.
+ * Whether there are approvals at all is `approvalsEnabled` (config/startup-checks.ts).
  */
-export function approvalsEnabled(config: Config): boolean {
-  if (!config.approval.enabled) return false;
-  return config.approval.store === 'memory' || config.redisUrl !== undefined;
-}
 
 /** The page's address for notices and webhooks: publicUrl, else derived from listen. */
 export function pageUrl(config: Config, boundPort?: number): string {

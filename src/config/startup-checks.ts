@@ -13,6 +13,16 @@ export interface StartupReport {
   warnings: string[];
 }
 
+/**
+ * Whether statements the rules send to review can be held: approvals need Redis, or
+ * `approval.store: memory` in a single process (`pgwarden demo`). Without either (or with
+ * approval.enabled off) there is no gate, and such statements are refused with a clear error.
+ */
+export function approvalsEnabled(config: Config): boolean {
+  if (!config.approval.enabled) return false;
+  return config.approval.store === 'memory' || config.redisUrl !== undefined;
+}
+
 /** Why the approval page must not listen where it does, or null. */
 export function approvalExposureProblem(config: Config): string | null {
   const { host } = splitHostPort(config.approval.listen);
@@ -27,7 +37,7 @@ export function approvalExposureProblem(config: Config): string | null {
 export function startupReport(config: Config): StartupReport {
   const problems: string[] = [];
   const warnings: string[] = [];
-  const approvals = config.approval.enabled && (config.redisUrl !== undefined || config.approval.store === 'memory');
+  const approvals = approvalsEnabled(config);
   // With Redis the key must be configured; without it, start generates one into the journal.
   if (config.audit.enabled && config.redisUrl) {
     try {

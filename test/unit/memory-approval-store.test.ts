@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ApprovalEvent, ApprovalRequest } from '../../src/approval/approval-store.js';
-import { approvalsEnabled } from '../../src/approval/build-approvals.js';
+import { approvalsEnabled } from '../../src/config/startup-checks.js';
 import { MemoryApprovalStore } from '../../src/approval/memory-approval-store.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
