@@ -1,3 +1,4 @@
+import { terminalSafe } from '../terminal-text.js';
 import type { StoredRecord } from './chain.js';
 
 /**
@@ -63,12 +64,13 @@ function details(e: Entry): string {
   return parts.join(' ');
 }
 
+/** One line per entry: every field but the layout comes from the entry, whose text a client chose. */
 export function formatEntry(rec: StoredRecord): string {
   const e = parseEntry(rec);
   if (!e) return `?? unreadable entry at ${rec.where}`;
   const sql = statementList(e).map((s) => s.text).join(' ; ');
   const fields = [e.ts ?? '', (e.type ?? '?').padEnd(19), who(e), details(e), sql].filter((x) => x !== '');
-  return `${fields.join('  ')}  [${e.chain ?? '?'}#${e.seq ?? '?'}]`;
+  return terminalSafe(`${fields.join('  ')}  [${e.chain ?? '?'}#${e.seq ?? '?'}]`);
 }
 
 export const CSV_COLUMNS = [

@@ -73,6 +73,18 @@ describe('formatEntry', () => {
     expect(line).not.toContain('\n');
   });
 
+  it('never lets client-chosen text drive the terminal: control characters in names and SQL become spaces', () => {
+    const hostile = {
+      ...deniedEvent,
+      session: { ...deniedEvent.session, application: 'x\n2024-05-01T12:00:04.000Z  statement.allowed  fake', user: 'al\u001b]0;owned\u0007ice' },
+      statements: [{ text: 'SELECT "\u001b[2J" FROM t', fingerprint: 'f' }],
+    };
+    const line = formatEntry(rec(hostile));
+    expect(line).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
+    expect(line).toContain('al ]0;owned ice@shop (x 2024-05-01T12:00:04.000Z  statement.allowed  fake)');
+    expect(line).toContain('SELECT " [2J" FROM t');
+  });
+
   it('shows connection.closed with its request count and no SQL', () => {
     const closed: AuditEvent = { v: 1, ts: TS, type: 'connection.closed', session: { ...session, application: '' }, durationMs: 1234.5, statements: 12 };
     expect(formatEntry(rec(closed, 9))).toBe(
