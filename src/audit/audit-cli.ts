@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, FLAGS, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { Redis } from 'ioredis';
-import { AuditKeyMissing, resolveAuditKey } from './build-audit.js';
+import { AuditKeyMissing, resolveAuditKey, retentionOf } from './build-audit.js';
 import { verifyChains, type StoredRecord } from './chain.js';
 import { JournalSource, RedisSource, type AuditSource } from './audit-source.js';
 import { csvHeader, csvRow, formatEntry, parseEntry } from './format-entry.js';
@@ -75,7 +75,9 @@ export async function auditCommand(args: string[], io: Out = stdio, signal?: Abo
     ? new RedisSource(new RedisAuditLog(readerRedis(config.redisUrl), config.audit.stream))
     : new JournalSource(config.audit.journalDir);
   try {
-    if (sub === 'verify') return await verify(config, source, v['allow-trimmed'] || config.audit.maxLen !== undefined || config.audit.retentionHours !== undefined, io);
+    // Retention trims only the Redis stream; a journal chain that lost its start was tampered with.
+    const trimmed = config.redisUrl !== undefined && Object.keys(retentionOf(config)).length > 0;
+    if (sub === 'verify') return await verify(config, source, v['allow-trimmed'] || trimmed, io);
     if (sub === 'export') return await exportEntries(source, v.since, v.until, v.format, io);
     return await tail(source, v.n === undefined ? 10 : Number(v.n), !v['no-follow'], io, signal);
   } catch (err) {
