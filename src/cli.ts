@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { auditCommand } from './audit/audit-cli.js';
 import { agentSecretCommand } from './identity/agent-secret-cli.js';
@@ -87,7 +88,8 @@ async function main(argv: string[]): Promise<number> {
   try {
     const { file, flags } = parseConfigArgs(rest);
     const config = loadConfig({ file, env: process.env, flags });
-    const { problems } = startupReport(config);
+    // Checked once, by the process the operator started; forked workers run the same command line.
+    const { problems } = cluster.isPrimary ? startupReport(config) : { problems: [] };
     if (problems.length > 0) throw new ConfigError(`cannot start:\n${problems.map((p) => `  ${p}`).join('\n')}`);
     const log = createLogger(config.logLevel);
     await runProxy(config, log);

@@ -2,7 +2,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { ConfigError, loadConfig, parseConfigArgs } from './load.js';
 import { BUNDLED_RULES_DIR } from '../policy/build-judge.js';
-import { RulesInvalid, loadRules } from '../policy/rules-loader.js';
 import { configReference, readmeReference, renderConfigReference, withReference } from './reference.js';
 import { startupReport } from './startup-checks.js';
 
@@ -36,12 +35,6 @@ function checkCommand(args: string[], env: NodeJS.ProcessEnv, out: Out, err: Out
     const config = loadConfig({ file, env, flags });
     const { problems, warnings } = startupReport(config);
     const rulesDir = config.rulesDir ?? BUNDLED_RULES_DIR;
-    try {
-      loadRules(rulesDir);
-    } catch (e) {
-      if (!(e instanceof RulesInvalid)) throw e;
-      problems.push(...e.problems.map((p) => `rulesDir: ${p.file}: ${p.path}: ${p.message}`));
-    }
     for (const w of warnings) err(`pgwarden: warning: ${w}\n`);
     if (problems.length > 0) {
       err(`pgwarden: start would fail:\n${problems.map((p) => `  ${p}`).join('\n')}\n`);

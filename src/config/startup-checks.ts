@@ -1,5 +1,7 @@
 import { accessSync, constants } from 'node:fs';
 import { resolveAuditKey } from '../audit/build-audit.js';
+import { BUNDLED_RULES_DIR } from '../policy/build-judge.js';
+import { RulesInvalid, loadRules } from '../policy/rules-loader.js';
 import { splitHostPort } from './load.js';
 import type { Config } from './schema.js';
 
@@ -64,6 +66,19 @@ export function startupReport(config: Config): StartupReport {
     } catch (err) {
       problems.push(`${setting}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
+  }
+  // The mock SCRAM salt of unknown agents is derived from the masking key; a per-process random
+  // key would make an unknown name's salt change between connections while a real agent's stays,
+  // telling which agent names exist.
+  if (config.identity.mode === 'agents' && !config.masking.hashKey && !config.audit.enabled) {
+    problems.push('masking.hashKey: identity.mode agents with audit off needs a stable secret: set PGWARDEN_MASK_KEY (32+ characters)');
+  }
+  const rulesDir = config.rulesDir ?? BUNDLED_RULES_DIR;
+  try {
+    loadRules(rulesDir);
+  } catch (err) {
+    if (!(err instanceof RulesInvalid)) throw err;
+    problems.push(...err.problems.map((p) => `rulesDir: ${p.file}: ${p.path}: ${p.message}`));
   }
   if (config.approval.enabled && !approvals) {
     warnings.push('approval: no redisUrl and approval.store is not memory, so every statement the rules send to review is refused');

@@ -144,11 +144,13 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
   const fork = (index: number) => {
     const worker = cluster.fork({ PGWARDEN_WORKER_ID: String(index) });
     workers.set(index, worker);
+    let started = false;
     worker.on('message', (m: unknown) => {
       if (!isEnvelope(m)) return;
       if (m.type === 'pgwarden:cancel') workers.get(m.worker)?.send(m);
       else if (m.type === 'pgwarden:metrics') workerMetrics.set(m.worker, m.snapshot);
       else if (m.type === 'pgwarden:ready') {
+        started = true;
         boundPort = m.port;
         if (++ready === config.workers) readyResolve();
       }
@@ -156,6 +158,13 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
     worker.on('exit', (code, signal) => {
       workers.delete(index);
       if (draining) return;
+      if (!started) {
+        // It failed before accepting anything; a new one would fail the same way, in a tight loop.
+        log.fatal({ worker: index, code, signal }, 'a worker failed to start; stopping (see its log lines above)');
+        draining = true;
+        for (const w of workers.values()) w.kill();
+        process.exit(1);
+      }
       log.error({ worker: index, code, signal }, 'worker exited unexpectedly; starting a new one');
       fork(index);
     });

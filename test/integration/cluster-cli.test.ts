@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
@@ -420,6 +420,33 @@ describe('pgwarden CLI with two workers', () => {
       expect(cli.stderr).toContain('audit.hmacKey: the audit key is required when audit entries go to Redis');
       expect(cli.stderr).toContain('approval.listen: refusing to serve the approval page on 0.0.0.0:0 without TLS');
       expect(cli.logs.some((l) => l.event === 'ready')).toBe(false);
+    });
+
+    it('exits 2 before starting workers when the rules do not validate', async () => {
+      const rules = mkdtempSync(path.join(tmpdir(), 'pgw-cluster-bad-rules-'));
+      writeFileSync(path.join(rules, 'policy.yaml'), 'policy:\n  default: maybe\n');
+      const cli = CliProcess.start(['start', '--listen', '127.0.0.1:0', '--workers', '2', '--rules', rules]);
+      processes.push(cli);
+      const exit = await cli.waitForExit(10_000);
+      expect(exit.code).toBe(2);
+      expect(cli.stderr).toMatch(/cannot start:\n {2}rulesDir: policy\.yaml: policy\.default: /);
+      expect(cli.logs.some((l) => l.event === 'rules-loaded')).toBe(false);
+    });
+
+    it('stops with exit 1, instead of restarting workers in a loop, when a worker cannot start (port taken)', async () => {
+      const taken = net.createServer();
+      await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+      const port = (taken.address() as net.AddressInfo).port;
+      try {
+        const cli = CliProcess.start(['start', '--listen', `127.0.0.1:${port}`, '--workers', '2', '--upstream', UPSTREAM_URL]);
+        processes.push(cli);
+        const exit = await cli.waitForExit(10_000);
+        expect(exit.code).toBe(1);
+        expect(cli.logs.filter((l) => l.msg === 'a worker failed to start; stopping (see its log lines above)')).toHaveLength(1);
+        expect(cli.logs.some((l) => l.msg === 'worker exited unexpectedly; starting a new one')).toBe(false);
+      } finally {
+        taken.close();
+      }
     });
 
     it('exits 2 when a numeric option is not a number', async () => {

@@ -148,6 +148,16 @@ describe('pgwarden config check', () => {
     expect(err).toMatch(/rulesDir: policy\.yaml: policy\.default: /);
   });
 
+  it('refuses agent identities without a stable secret (an unknown agent\'s mock salt would change per process)', () => {
+    const file = path.join(os.tmpdir(), `pgwarden-check-agents-${process.pid}.yaml`);
+    writeFileSync(file, 'identity:\n  mode: agents\naudit:\n  enabled: false\n');
+    const { code, err } = run(['--config', file], {});
+    expect(code).toBe(2);
+    expect(err).toContain('masking.hashKey: identity.mode agents with audit off needs a stable secret');
+    expect(run(['--config', file], { PGWARDEN_MASK_KEY: 'm'.repeat(40) }).code).toBe(0);
+    rmSync(file, { force: true });
+  });
+
   it('warns about legal settings that are rarely meant, and still exits 0', () => {
     const { code, err, out } = run([], {});
     expect(code).toBe(0);
