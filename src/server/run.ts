@@ -8,12 +8,10 @@ import type { Logger } from '../logger.js';
 import { approvalAuditOf, openAuditSink, resolveAuditKey, withAudit, type AuditSetup } from '../audit/build-audit.js';
 import { startHolder, startReviewServer, type Holder, type ReviewServer } from '../approval/build-approvals.js';
 import { approvalsEnabled } from '../config/startup-checks.js';
-import { ApprovalMetrics, sumSnapshots, type MetricsSnapshot } from '../approval/metrics.js';
-import type { RulesStore } from '../policy/rules-store.js';
+import { sumSnapshots, type MetricsSnapshot } from '../approval/metrics.js';
 import type { RequestJudge } from '../session/decision.js';
 import type { ApprovalAudit } from '../approval/approval-gate.js';
 import { createMaskCatalog, maskingKey } from '../masking/build-masking.js';
-import type { MaskCatalog } from '../masking/mask-catalog.js';
 import { MaskingJudge } from '../masking/masking-judge.js';
 import { buildPolicyJudge } from '../policy/build-judge.js';
 import { startHealthServer } from './health.js';
@@ -64,7 +62,7 @@ async function buildJudge(
   config: Config,
   log: Logger,
   workerId: number,
-): Promise<{ audit: AuditSetup; holder: Holder | null; rules: RulesStore; catalog: MaskCatalog; agents: AgentDirectory | undefined }> {
+): Promise<{ audit: AuditSetup; holder: Holder | null; agents: AgentDirectory | undefined; close(): Promise<void> }> {
   const { judge: policyJudge, rules } = await buildPolicyJudge(config, log);
   const holder = approvalsEnabled(config) ? await startHolder(config, log, instanceName(config, workerId)) : null;
   if (!holder && config.approval.enabled) log.warn('approvals need Redis (redisUrl): statements that need review are refused');
@@ -76,7 +74,13 @@ async function buildJudge(
   };
   const audit = await withAudit(config, inner, rules, log, workerId);
   const agents = config.identity.mode === 'agents' ? new AgentDirectory(rules, config.identity, log, createHmac('sha256', key).update('pgwarden scram mock salt v1').digest()) : undefined;
-  return { audit, holder, rules, catalog, agents };
+  const close = async () => {
+    await holder?.close();
+    await audit.close();
+    await catalog.close();
+    rules.close();
+  };
+  return { audit, holder, agents, close };
 }
 
 export interface RunningInstance {
@@ -90,7 +94,7 @@ export interface RunningInstance {
 
 /** One process doing everything: proxy, approval gate, review server, audit (also used by tests). */
 export async function startInstance(config: Config, log: Logger): Promise<RunningInstance> {
-  const { audit, holder, rules, catalog, agents } = await buildJudge(config, log, 0);
+  const { audit, holder, agents, close } = await buildJudge(config, log, 0);
   const proxy = await startProxy(config, { log, judge: audit.judge, ...(agents ? { agents } : {}) });
   const review = holder
     ? await startReviewServer(config, log, { audit: audit.sink ? approvalAuditOf(audit.sink) : null, metrics: () => holder.metrics.snapshot() })
@@ -104,10 +108,7 @@ export async function startInstance(config: Config, log: Logger): Promise<Runnin
     stop: async () => {
       await proxy.shutdown();
       await review?.close();
-      await holder?.close();
-      await audit.close();
-      await catalog.close();
-      rules.close();
+      await close();
     },
   };
 }
@@ -176,7 +177,7 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
   const review = approvalsEnabled(config)
     ? await startReviewServer(config, log, {
         audit: primaryAudit ? approvalAuditOf(primaryAudit.sink) : null,
-        metrics: () => sumSnapshots([new ApprovalMetrics().snapshot(), ...workerMetrics.values()]),
+        metrics: () => sumSnapshots([...workerMetrics.values()]),
       })
     : null;
   let health: Server | undefined;
@@ -211,7 +212,7 @@ async function runPrimary(config: Config, log: Logger): Promise<void> {
 async function runWorker(config: Config, log: Logger): Promise<void> {
   const workerId = Number(process.env.PGWARDEN_WORKER_ID ?? '0');
   const wlog = log.child({ worker: workerId });
-  const { audit, holder, catalog, agents } = await buildJudge(config, wlog, workerId);
+  const { audit, holder, agents, close } = await buildJudge(config, wlog, workerId);
   const proxy = await startProxy(config, {
     judge: audit.judge,
     log: wlog,
@@ -232,9 +233,7 @@ async function runWorker(config: Config, log: Logger): Promise<void> {
   }
   const stopWorker = async () => {
     await proxy.shutdown();
-    await holder?.close();
-    await audit.close();
-    await catalog.close();
+    await close();
     process.exit(0);
   };
   process.on('message', (m: unknown) => {
