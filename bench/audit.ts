@@ -9,7 +9,6 @@
  * Environment: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_CLIENTS (8), BENCH_REDIS_URL
  * (redis://127.0.0.1:6379), PGWARDEN_BENCH_UPSTREAM (postgres://127.0.0.1:5432).
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,7 +16,7 @@ import { Redis } from 'ioredis';
 import { ChainSink } from '../src/audit/audit-sink.js';
 import { RedisAuditLog } from '../src/audit/redis-log.js';
 import { silentLogger } from '../src/logger.js';
-import { freePort, median, parseTps, pgbench, root, run, stopChild, waitForPort } from './bench-lib.js';
+import { freePort, initPgbenchDatabase, median, parseTps, pgbench, startPgwardenCli } from './bench-lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -33,19 +32,11 @@ interface Variant {
   args: string[];
 }
 
-async function startPgwarden(v: Variant, scratch: string): Promise<{ port: number; stop: () => Promise<void> }> {
-  const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    [path.join(root, 'dist/src/cli.js'), 'start', '--listen', `127.0.0.1:${port}`, '--upstream', `postgres://${upstream.host}`,
-      '--upstream-sslmode', 'disable', '--log-level', 'error', '--audit-journal', mkdtempSync(path.join(scratch, 'j-')), ...v.args],
-    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PGWARDEN_AUDIT_KEY: KEY } },
-  );
-  await waitForPort(port);
-  return { port, stop: () => stopChild(child) };
+async function startPgwarden(v: Variant): Promise<{ port: number; stop: () => Promise<void> }> {
+  return startPgwardenCli(await freePort(), upstream, { args: v.args, env: { PGWARDEN_AUDIT_KEY: KEY }, logLevel: 'error' });
 }
 
-async function endToEnd(scratch: string): Promise<void> {
+async function endToEnd(): Promise<void> {
   const variants: Variant[] = [
     { name: 'audit off', args: ['--audit', 'off'] },
     { name: 'redis', args: ['--redis', REDIS_URL, '--audit-stream', STREAM] },
@@ -53,7 +44,7 @@ async function endToEnd(scratch: string): Promise<void> {
     { name: 'journal', args: [] },
   ];
   const running = [];
-  for (const v of variants) running.push({ v, ...(await startPgwarden(v, scratch)) });
+  for (const v of variants) running.push({ v, ...(await startPgwarden(v)) });
   const tps = new Map<string, number[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     for (const mode of ['simple', 'prepared']) {
@@ -114,13 +105,10 @@ async function sinkThroughput(scratch: string): Promise<void> {
 
 async function main(): Promise<void> {
   const scratch = mkdtempSync(path.join(os.tmpdir(), 'pgw-bench-audit-'));
-  const psql = (sql: string) => run('psql', ['-h', upstream.hostname, '-p', upstream.port || '5432', '-U', 'postgres', '-d', 'postgres', '-qc', sql]);
-  await psql(`DROP DATABASE IF EXISTS ${DB}`);
-  await psql(`CREATE DATABASE ${DB}`);
-  await run('pgbench', ['-h', upstream.hostname, '-p', upstream.port || '5432', '-U', 'postgres', '-i', '-q', '-s', '10', DB]);
+  await initPgbenchDatabase(upstream, DB);
   try {
     await sinkThroughput(scratch);
-    await endToEnd(scratch);
+    await endToEnd();
   } finally {
     const r = new Redis(REDIS_URL);
     await r.del(STREAM, `${STREAM}:heads`);

@@ -1,6 +1,8 @@
 /** Helpers shared by the pgbench-driven benchmarks. */
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -67,3 +69,37 @@ export function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
+
+/** (Re)creates `db` on the upstream and fills it with `pgbench -i -s 10`. */
+export async function initPgbenchDatabase(upstream: URL, db: string): Promise<void> {
+  const conn = ['-h', upstream.hostname, '-p', upstream.port || '5432', '-U', 'postgres'];
+  await run('psql', [...conn, '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS ${db}`]);
+  await run('psql', [...conn, '-d', 'postgres', '-qc', `CREATE DATABASE ${db}`]);
+  await run('pgbench', [...conn, '-i', '-q', '-s', '10', db]);
+}
+
+/**
+ * `pgwarden start` from dist on `port` in front of `upstream`, its audit journal in a scratch
+ * directory that stop() removes (a bench run writes a journal entry per statement).
+ */
+export async function startPgwardenCli(
+  port: number,
+  upstream: URL,
+  opts: { args?: string[]; env?: NodeJS.ProcessEnv; logLevel?: string } = {},
+): Promise<{ port: number; stop: () => Promise<void> }> {
+  const journal = mkdtempSync(path.join(os.tmpdir(), 'pgw-bench-journal-'));
+  const child = spawn(
+    process.execPath,
+    [path.join(root, 'dist/src/cli.js'), 'start', '--listen', `127.0.0.1:${port}`, '--upstream', `postgres://${upstream.host}`,
+      '--upstream-sslmode', 'disable', '--log-level', opts.logLevel ?? 'warn', '--audit-journal', journal, ...(opts.args ?? [])],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...opts.env } },
+  );
+  await waitForPort(port);
+  return {
+    port,
+    stop: async () => {
+      await stopChild(child);
+      rmSync(journal, { recursive: true, force: true });
+    },
+  };
+}

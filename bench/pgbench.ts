@@ -12,7 +12,7 @@ import { existsSync, mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, median, parseLatencyMs, parseTps, pgbench as pgbenchOn, root, run, stopChild, waitForPort } from './bench-lib.js';
+import { freePort, initPgbenchDatabase, median, parseLatencyMs, parseTps, pgbench as pgbenchOn, startPgwardenCli, stopChild, waitForPort } from './bench-lib.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -52,16 +52,9 @@ function bareNodePipe(port: number): Target {
 }
 
 async function startPgwarden(port: number): Promise<Target> {
-  const cli = path.join(root, 'dist/src/cli.js');
-  const child = spawn(
-    process.execPath,
-    // Default settings: audit on, recorded to the embedded journal (here in a scratch directory).
-    [cli, 'start', '--listen', `127.0.0.1:${port}`, '--upstream', `postgres://${UP_HOST}:${UP_PORT}`, '--upstream-sslmode', 'disable', '--log-level', 'warn',
-      '--audit-journal', mkdtempSync(path.join(os.tmpdir(), 'pgw-bench-audit-'))],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
-  await waitForPort(port);
-  return { name: 'pgwarden', port, stop: () => stopChild(child) };
+  // Default settings: audit on, recorded to the embedded journal (here in a scratch directory).
+  const pgw = await startPgwardenCli(port, upstream);
+  return { name: 'pgwarden', ...pgw };
 }
 
 async function startPgbouncer(port: number): Promise<Target | null> {
@@ -106,9 +99,7 @@ async function startPgbouncer(port: number): Promise<Target | null> {
 }
 
 async function main(): Promise<void> {
-  await run('psql', ['-h', UP_HOST, '-p', String(UP_PORT), '-U', 'postgres', '-d', 'postgres', '-qc', `DROP DATABASE IF EXISTS ${DB}`]);
-  await run('psql', ['-h', UP_HOST, '-p', String(UP_PORT), '-U', 'postgres', '-d', 'postgres', '-qc', `CREATE DATABASE ${DB}`]);
-  await run('pgbench', ['-h', UP_HOST, '-p', String(UP_PORT), '-U', 'postgres', '-i', '-q', '-s', '10', DB]);
+  await initPgbenchDatabase(upstream, DB);
 
   const targets: Target[] = [
     { name: 'direct', port: UP_PORT, stop: async () => {} },
