@@ -180,7 +180,6 @@ export const auditEventSchema = z.discriminatedUnion('type', [
 ]);
 
 export type AuditEvent = z.infer<typeof auditEventSchema>;
-export type AuditEventType = AuditEvent['type'];
 export type SessionRef = z.infer<typeof sessionRef>;
 export type StatementRef = z.infer<typeof statementRef>;
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
 import { parseArgs } from 'node:util';
+import { AGENT_NAME } from '../policy/rules-schema.js';
 import { SCRAM_DEFAULT_ITERATIONS, formatScramVerifier, makeScramVerifier, saslprep } from './scram-verifier.js';
 
 /**
@@ -148,7 +149,7 @@ export async function agentSecretCommand(args: string[], io: AgentSecretIo = pro
     }
   }
   const name = values.name ?? '<agent name>';
-  if (values.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$/.test(values.name)) {
+  if (values.name !== undefined && !AGENT_NAME.test(values.name)) {
     io.err('pgwarden agent-secret: --name takes letters, digits, "_", ".", "@" or "-" (at most 63)\n');
     return 2;
   }

@@ -1,11 +1,13 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
   SCRAM_DEFAULT_ITERATIONS,
   SCRAM_KEY_LENGTH,
   SCRAM_MECHANISM,
   SCRAM_SALT_LENGTH,
   decodeBase64Strict,
+  hmac,
   parseScramVerifier,
+  sha256,
   type ScramVerifier,
 } from './scram-verifier.js';
 
@@ -137,9 +139,6 @@ function messageText(data: Buffer): string {
   return data.toString('latin1');
 }
 
-function hmac(key: Buffer, data: Buffer | string): Buffer {
-  return createHmac('sha256', key).update(data).digest();
-}
 
 type State = 'start' | 'awaiting-first' | 'salt-sent' | 'done' | 'failed';
 
@@ -314,7 +313,7 @@ export class ScramServerExchange {
     const clientSignature = hmac(this.verifier.storedKey, authMessage);
     const clientKey = Buffer.alloc(SCRAM_KEY_LENGTH);
     for (let i = 0; i < SCRAM_KEY_LENGTH; i++) clientKey[i] = proof[i]! ^ clientSignature[i]!;
-    const matches = timingSafeEqual(createHash('sha256').update(clientKey).digest(), this.verifier.storedKey);
+    const matches = timingSafeEqual(sha256(clientKey), this.verifier.storedKey);
     // Checked in this order, as PostgreSQL does: the proof is computed even when doomed.
     if (!matches || this.doomed) {
       return this.fail(`password authentication failed for user "${this.user}"`, ScramSqlState.InvalidPassword);

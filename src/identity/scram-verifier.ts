@@ -75,11 +75,11 @@ export function saslprep(secret: string): string {
 
 // ---- derivation ----
 
-function hmac(key: Buffer, data: string | Buffer): Buffer {
+export function hmac(key: Buffer, data: string | Buffer): Buffer {
   return createHmac('sha256', key).update(data).digest();
 }
 
-function sha256(data: Buffer): Buffer {
+export function sha256(data: Buffer): Buffer {
   return createHash('sha256').update(data).digest();
 }
 

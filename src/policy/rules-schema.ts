@@ -12,6 +12,8 @@ export type Action = (typeof ACTIONS)[number];
 const nonEmptyList = <T extends z.ZodTypeAny>(item: T) => z.array(item).min(1, 'must list at least one entry');
 const identifierPattern = z.string().min(1).max(200);
 const ROLE_NAME = /^[A-Za-z_][A-Za-z0-9_$-]{0,62}$/;
+/** An agent's name: the user name in its connection string (also checked by `pgwarden agent-secret --name`). */
+export const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$/;
 
 /** Conditions of a rule; every condition given must hold (AND); within a list, see README. */
 export const matchSchema = z
@@ -75,7 +77,7 @@ export const ruleSchema = z
  */
 export const agentSchema = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$/, 'letters, digits, "_", ".", "@" or "-" (at most 63)'),
+    name: z.string().regex(AGENT_NAME, 'letters, digits, "_", ".", "@" or "-" (at most 63)'),
     description: z.string().max(500).optional(),
     /** SCRAM-SHA-256 verifier of the agent's secret (`pgwarden agent-secret` prints one). */
     scram: z
