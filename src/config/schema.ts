@@ -58,7 +58,7 @@ export const configSchema = z
         connectTimeoutMs: z.number().int().positive().default(10_000).meta(about('how long connecting to the upstream may take')),
       })
       .strict()
-      .default({ url: 'postgres://127.0.0.1:5432', sslmode: 'prefer', connectTimeoutMs: 10_000 }),
+      .prefault({}),
     tls: z
       .object({
         cert: z.string().meta(about('PEM certificate (chain) pgwarden presents to clients', { shownValue: 'file' })),
@@ -102,14 +102,7 @@ export const configSchema = z
           .meta(about('how long SIGTERM waits for running statements and open transactions')),
       })
       .strict()
-      .default({
-        maxMessageBytes: 64 * 1024 * 1024,
-        maxBatchBytes: 1024 * 1024,
-        maxHeldBytes: 16 * 1024 * 1024,
-        maxClientConnections: 1000,
-        startupTimeoutMs: 60_000,
-        shutdownGraceMs: 30_000,
-      }),
+      .prefault({}),
     workers: z
       .number()
       .int()
@@ -182,7 +175,7 @@ export const configSchema = z
       .refine((a) => a.maxLen === undefined || a.retentionHours === undefined, {
         message: 'set either maxLen or retentionHours, not both',
       })
-      .default({ enabled: true, stream: 'pgwarden:audit', wait: 'refusals', journalDir: 'pgwarden-audit' }),
+      .prefault({}),
     approval: z
       .object({
         enabled: z
@@ -284,19 +277,7 @@ export const configSchema = z
           .optional(),
       })
       .strict()
-      .default({
-        enabled: true,
-        listen: '127.0.0.1:6480',
-        allowInsecureHttp: false,
-        allowedOrigins: [],
-        timeoutSeconds: 300,
-        maxPendingPerUser: 5,
-        maxGrantMinutes: 240,
-        keepHours: 24,
-        redisPrefix: 'pgwarden:approvals',
-        reviewers: [],
-        actsAs: {},
-      }),
+      .prefault({}),
     masking: z
       .object({
         hashKey: z
@@ -325,7 +306,7 @@ export const configSchema = z
           .meta(about('the catalog is read again after DDL passes through, on rules reload, and at least this often')),
       })
       .strict()
-      .default({ refreshSeconds: 60 }),
+      .prefault({}),
     identity: z
       .object({
         mode: z
@@ -378,7 +359,7 @@ export const configSchema = z
           .meta(about('a session whose OIDC token expires: end it then (FATAL 57P01), or keep it open')),
       })
       .strict()
-      .default({ mode: 'passthrough', roles: {}, tokenExpiry: 'end-session' }),
+      .prefault({}),
     rulesDir: z
       .string()
       .optional()
