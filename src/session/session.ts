@@ -138,7 +138,17 @@ export class Session implements SessionInfo, CancelTarget {
   private wasReady = false;
   /** After a denied partial batch, the server's rule: discard until Sync, then ReadyForQuery. */
   private discardUntilSync = false;
+  /**
+   * The server is in copy-in mode as its answers show: from CopyInResponse until the COPY's
+   * CommandComplete or ErrorResponse (or a ReadyForQuery). Replies of pgwarden's own wait meanwhile.
+   */
   private copyIn = false;
+  /**
+   * The server is reading COPY data from the stream pgwarden forwards: from CopyInResponse until
+   * CopyDone or CopyFail is forwarded (or the COPY fails). A Sync forwarded meanwhile is ignored
+   * by the server ("COPY Operations") and gets no ReadyForQuery; the first one after CopyDone does.
+   */
+  private copyDataExpected = false;
   private lastForwardedSyncedExtended = false;
   private negotiations = 0;
   private upstreamKey: { processId: number; secretKey: Buffer } | null = null;
@@ -597,11 +607,14 @@ export class Session implements SessionInfo, CancelTarget {
         }
         previous = msg;
       }
-      this.tracker.observe(msg);
+      // The ReadyForQuery that ends this message's batch is the next one still to be numbered:
+      // a Sync's or a Query's own, or the next Sync's for the messages of a batch before its Sync.
+      this.tracker.observe(msg, this.readyExpected + 1);
       if (msg.type === 'Bind') this.rowCaps.portalBound(msg.portal);
-      if (msg.type === 'Query' || msg.type === 'FunctionCall' || (msg.type === 'Sync' && !this.copyIn)) {
+      if (msg.type === 'Query' || msg.type === 'FunctionCall' || (msg.type === 'Sync' && !this.copyDataExpected)) {
         this.readyExpected++;
       }
+      if (msg.type === 'CopyDone' || msg.type === 'CopyFail') this.copyDataExpected = false;
       this.toUpstream.push(frame.bytes);
     }
     if (request.kind !== 'copy-data') this.lastForwardedSyncedExtended = request.kind === 'extended' && request.end === 'Sync';
@@ -700,6 +713,7 @@ export class Session implements SessionInfo, CancelTarget {
     }
     if (this.silent.length > 0 && this.silent[0] === this.readySeen + 1) {
       // The answer to a silent query of pgwarden's own (SET ROLE / RESET ROLE of an elevation).
+      this.tracker.onServerMessage(frame.tag, this.readySeen + 1);
       if (frame.tag === BackendTag.ReadyForQuery) {
         this.readySeen++;
         this.silent.shift();
@@ -710,7 +724,9 @@ export class Session implements SessionInfo, CancelTarget {
       }
       return;
     }
-    if (this.phase === 'ready') this.tracker.onServerMessage(frame.tag);
+    // What the server answers now ends with ReadyForQuery number readySeen + 1 (a ReadyForQuery
+    // nobody expected is numbered like the last one, see below).
+    if (this.phase === 'ready') this.tracker.onServerMessage(frame.tag, frame.tag === BackendTag.ReadyForQuery && this.outstanding === 0 ? this.readySeen : this.readySeen + 1);
     if (!this.maskWindows.idle && frame.tag !== BackendTag.ReadyForQuery) {
       const out = this.maskWindows.onFrame(this.readySeen, frame.tag, frame.bytes);
       if (out === null) return;
@@ -722,6 +738,7 @@ export class Session implements SessionInfo, CancelTarget {
         if (this.txStatus === 'I') this.transactionSince = null;
         else this.transactionSince ??= Date.now();
         this.copyIn = false;
+        this.copyDataExpected = false;
         if (this.phase === 'auth') {
           this.startProbe(frame);
           return;
@@ -752,9 +769,13 @@ export class Session implements SessionInfo, CancelTarget {
       }
       case BackendTag.CopyInResponse:
         this.copyIn = true;
+        this.copyDataExpected = true;
         // A COPY started by an extended batch: the server ignores the Sync that came with it
         // ("COPY Operations"), so that Sync will get no ReadyForQuery of its own.
-        if (this.lastForwardedSyncedExtended && this.outstanding > 0) this.readyExpected--;
+        if (this.lastForwardedSyncedExtended && this.outstanding > 0) {
+          this.readyExpected--;
+          this.tracker.syncIgnored(this.readySeen + 1);
+        }
         this.toClient.push(frame.bytes);
         return;
       case BackendTag.DataRow:
@@ -777,6 +798,11 @@ export class Session implements SessionInfo, CancelTarget {
         this.toClient.push(frame.bytes);
         return;
       case BackendTag.CommandComplete:
+        // The end of a COPY FROM STDIN (or any other statement): the server is out of copy-in
+        // mode. After a COPY started by an extended batch it owes no ReadyForQuery until the
+        // next Sync, so replies of pgwarden's own need not wait for one.
+        this.copyIn = false;
+        this.copyDataExpected = false;
         // Tag: a C string after the 5-byte header ("CommandComplete" in "Message Formats").
         if (!this.outcomes.idle) this.outcomes.onCommandComplete(this.readySeen, frame.bytes.toString('latin1', 5, frame.bytes.length - 1));
         this.forwardResultMessage(frame);
@@ -787,6 +813,10 @@ export class Session implements SessionInfo, CancelTarget {
         this.forwardResultMessage(frame);
         return;
       case BackendTag.ErrorResponse: {
+        // A COPY that fails leaves copy-in mode; from an extended batch the server then skips
+        // to the next Sync, which is answered ("COPY Operations").
+        this.copyIn = false;
+        this.copyDataExpected = false;
         const replacement = this.rowCaps.onResultMessage(this.readySeen);
         if (replacement) {
           for (const m of replacement) this.toClient.push(m);

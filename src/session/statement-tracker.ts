@@ -10,46 +10,68 @@ import type { FrontendMessage } from '../protocol/frontend.js';
  * rejected by the server, which keeps the first text, so recording the new text on sight would
  * let the old statement run while the new one was judged. Lookups therefore return every text a
  * name may stand for (confirmed and pending) and the judge takes the strictest verdict.
+ *
+ * Which answer ends which pending message is not guessed from the client's messages: the session
+ * numbers every ReadyForQuery it expects (one per forwarded Query, FunctionCall and counted Sync,
+ * including its own injected statements and the Sync a COPY swallows), and tags each forwarded
+ * message with the number of the ReadyForQuery that ends its batch. The server answers in order:
+ *   - ParseComplete/BindComplete/CloseComplete confirm the oldest pending message;
+ *   - an ErrorResponse while ReadyForQuery n is awaited ends batch n: the messages of batch n
+ *     before the failing one were confirmed already, the failing one and the rest up to Sync are
+ *     skipped by the server ("Extended Query": "the backend will ... discard messages until a
+ *     Sync is reached"), so every pending message of batch n is dropped;
+ *   - ReadyForQuery n ends every batch up to n: what is still pending there never took effect.
+ * This stays right whatever was pipelined in between (simple Queries and their errors, pgwarden's
+ * own statements, COPY), which a count of Sync messages is not.
+ *
+ * Pure: no I/O; the session supplies the numbers.
  */
-type Op =
+type Op = (
   | { op: 'parse'; name: string; sql: string }
   | { op: 'bind'; portal: string; statement: string }
   | { op: 'close'; target: 'S' | 'P'; name: string }
-  | { op: 'sync' };
+  /** A simple Query: it destroys the unnamed statement and portal when the server reaches it. */
+  | { op: 'query' }
+) & {
+  /** Number of the ReadyForQuery that ends this message's batch. */
+  ready: number;
+};
 
 export class StatementTracker {
   readonly statements = new Map<string, string>();
   /** portal name → statement name */
   readonly portals = new Map<string, string>();
+  /** In forwarding order, so `ready` never decreases along the list. */
   private pending: Op[] = [];
 
-  /** A client message was forwarded to the server. */
-  observe(msg: FrontendMessage): void {
+  /**
+   * A client message was forwarded to the server; `ready` is the number of the ReadyForQuery
+   * that ends its batch (for a Query, its own).
+   */
+  observe(msg: FrontendMessage, ready: number): void {
     switch (msg.type) {
       case 'Parse':
-        this.pending.push({ op: 'parse', name: msg.statement, sql: msg.sql });
+        this.pending.push({ op: 'parse', name: msg.statement, sql: msg.sql, ready });
         return;
       case 'Bind':
-        this.pending.push({ op: 'bind', portal: msg.portal, statement: msg.statement });
+        this.pending.push({ op: 'bind', portal: msg.portal, statement: msg.statement, ready });
         return;
       case 'Close':
-        this.pending.push({ op: 'close', target: msg.target, name: msg.name });
-        return;
-      case 'Sync':
-        this.pending.push({ op: 'sync' });
+        this.pending.push({ op: 'close', target: msg.target, name: msg.name, ready });
         return;
       case 'Query':
-        // A simple Query destroys the unnamed statement and portal ("Simple Query").
-        this.statements.delete('');
-        this.portals.delete('');
+        this.pending.push({ op: 'query', ready });
         return;
       default:
         return;
     }
   }
 
-  /** A server message arrived (only the tags below matter). */
-  onServerMessage(tag: number): void {
+  /**
+   * A server message arrived (only the tags below matter). `answering` is the number of the
+   * ReadyForQuery that ends what the server is answering now (for a ReadyForQuery, its own).
+   */
+  onServerMessage(tag: number, answering: number): void {
     switch (tag) {
       case BackendTag.ParseComplete:
         this.commit('parse');
@@ -61,36 +83,65 @@ export class StatementTracker {
         this.commit('close');
         return;
       case BackendTag.ErrorResponse:
-        // The failed message and everything up to Sync are discarded by the server.
-        this.dropUntilSync(false);
-        return;
       case BackendTag.ReadyForQuery:
-        this.dropUntilSync(true);
+        // Both end what is pending in batch `answering` (and anything older): an error makes the
+        // server skip the rest of the batch, ReadyForQuery closes it.
+        this.finish(answering);
         return;
       default:
         return;
     }
   }
 
+  /**
+   * The Sync ending batch `batch` was swallowed by the COPY FROM STDIN that batch started ("COPY
+   * Operations": the backend ignores Sync received during copy-in mode): that batch now ends at
+   * the next Sync, so every later batch ends one ReadyForQuery earlier than counted.
+   */
+  syncIgnored(batch: number): void {
+    for (const o of this.pending) if (o.ready > batch) o.ready--;
+  }
+
   private commit(kind: 'parse' | 'bind' | 'close'): void {
-    const i = this.pending.findIndex((o) => o.op !== 'sync');
-    const op = this.pending[i];
+    // A Query before the confirmed message has run by now.
+    while (this.pending[0]?.op === 'query') this.apply(this.pending.shift()!);
+    const op = this.pending[0];
     if (!op || op.op !== kind) {
       // Out of step with the server: forget everything uncertain (lookups then fail closed).
       this.pending = [];
       return;
     }
-    this.pending.splice(i, 1);
-    if (op.op === 'parse') this.statements.set(op.name, op.sql);
-    else if (op.op === 'bind') this.portals.set(op.portal, op.statement);
-    else if (op.target === 'S') this.statements.delete(op.name);
-    else this.portals.delete(op.name);
+    this.pending.shift();
+    this.apply(op);
   }
 
-  private dropUntilSync(includingSync: boolean): void {
-    const i = this.pending.findIndex((o) => o.op === 'sync');
-    if (i < 0) this.pending = [];
-    else this.pending.splice(0, includingSync ? i + 1 : i);
+  private finish(ready: number): void {
+    while (this.pending[0] && this.pending[0].ready <= ready) {
+      const op = this.pending.shift()!;
+      // Messages never confirmed did not take effect; a Query did (even one that failed: it
+      // destroys the unnamed statement before running anything).
+      if (op.op === 'query') this.apply(op);
+    }
+  }
+
+  private apply(op: Op): void {
+    switch (op.op) {
+      case 'parse':
+        this.statements.set(op.name, op.sql);
+        return;
+      case 'bind':
+        this.portals.set(op.portal, op.statement);
+        return;
+      case 'close':
+        if (op.target === 'S') this.statements.delete(op.name);
+        else this.portals.delete(op.name);
+        return;
+      case 'query':
+        // "Simple Query": the unnamed statement and portal do not survive a Query message.
+        this.statements.delete('');
+        this.portals.delete('');
+        return;
+    }
   }
 
   /** Every SQL text the statement name may stand for: confirmed first, then pending Parses. */
