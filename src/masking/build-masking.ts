@@ -22,12 +22,9 @@ export function maskingKey(config: Config, log: Logger): Buffer {
   return randomBytes(32);
 }
 
-/** The catalog side connection: configured, or the upstream as user postgres. */
+/** The catalog side connection: configured, or the upstream (as user postgres when it names none: sidePool's default). */
 export function catalogUrl(config: Config): string {
-  if (config.masking.catalogUrl) return config.masking.catalogUrl;
-  const u = new URL(config.upstream.url);
-  if (!u.username) u.username = 'postgres';
-  return u.toString();
+  return config.masking.catalogUrl ?? config.upstream.url;
 }
 
 export function createMaskCatalog(config: Config, log: Logger): MaskCatalog {

@@ -18,6 +18,7 @@ import { maskText, type MaskStrategy } from './strategies.js';
  * copied byte for byte.
  */
 const NL = 0x0a;
+const NEWLINE = Buffer.of(NL);
 const BACKSLASH = 0x5c;
 const REDACTED = Buffer.from(DEFAULT_REDACTION);
 
@@ -35,6 +36,8 @@ export class CopyRowMasker {
   private pending: Buffer | null = null;
   private headerLeft: boolean;
   private readonly nullText: Buffer;
+  /** The delimiter as a Buffer, to join fields with. */
+  private readonly delimiter: Buffer;
   /** Rows whose column count did not match the plan (fully redacted). */
   mismatched = 0;
 
@@ -46,6 +49,7 @@ export class CopyRowMasker {
   ) {
     this.headerLeft = format.header;
     this.nullText = Buffer.from(format.null, 'utf8');
+    this.delimiter = Buffer.of(format.delimiter);
   }
 
   /** One CopyData payload → what to forward (possibly empty while a row is unfinished). */
@@ -60,7 +64,7 @@ export class CopyRowMasker {
         this.pending = Buffer.from(data.subarray(pos));
         break;
       }
-      out.push(this.row(data.subarray(pos, end)), Buffer.of(NL));
+      out.push(this.row(data.subarray(pos, end)), NEWLINE);
       pos = end + 1;
     }
     return Buffer.concat(out);
@@ -85,7 +89,7 @@ export class CopyRowMasker {
     }
     const parts: Buffer[] = [];
     fields.forEach((f, i) => {
-      if (i > 0) parts.push(Buffer.of(this.format.delimiter));
+      if (i > 0) parts.push(this.delimiter);
       const raw = line.subarray(f.start, f.end);
       const strategy = this.plan[i];
       if (!strategy || this.isNull(raw, f.quoted)) {
@@ -107,7 +111,7 @@ export class CopyRowMasker {
     const value = this.format.kind === 'csv' ? this.csvQuote(REDACTED) : REDACTED;
     const parts: Buffer[] = [];
     this.plan.forEach((_, i) => {
-      if (i > 0) parts.push(Buffer.of(this.format.delimiter));
+      if (i > 0) parts.push(this.delimiter);
       parts.push(value);
     });
     return Buffer.concat(parts);

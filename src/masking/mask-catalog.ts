@@ -3,8 +3,7 @@ import { parseSync } from 'libpg-query';
 import type { Logger } from '../logger.js';
 import { sidePool } from '../server/side-pool.js';
 import { selectLineage, type OutputLineage } from './lineage.js';
-import type { MaskRules } from './mask-rules.js';
-import { DEFAULT_REDACTION } from './mask-rules.js';
+import { REDACT, type MaskRules } from './mask-rules.js';
 import type { MaskStrategy } from './strategies.js';
 
 /**
@@ -35,8 +34,6 @@ export interface DatabaseMasks {
   tables: ReadonlyMap<string, { oid: number; columns: readonly { name: string; attnum: number }[] }>;
 }
 
-const REDACT: MaskStrategy = { kind: 'redact', text: DEFAULT_REDACTION };
-
 /**
  * The mask of one output column known only by its lineage (a view column, a COPY (query)
  * column): a bare reference to a masked column keeps that column's strategy; anything computed
@@ -53,6 +50,25 @@ export function lineageMask(o: OutputLineage, direct: boolean, lookup: (name: st
   return { strategy: o.plain && hits.length === 1 ? hits[0]!.strategy : REDACT, column, sources: [...new Set(hits.flatMap((h) => h.sources))] };
 }
 
+/**
+ * Adds a masked column to the by-name map that expression lineage goes by. A name that is
+ * already there (two tables' `email`, or a view column named like another table's masked
+ * column) is masked for the sources of both, and redacted unless both show it the same way (a
+ * view column that passes a table's column through keeps that column's strategy). Returns
+ * whether the map changed.
+ */
+function addMaskedName(names: Map<string, ColumnMask>, name: string, m: ColumnMask): boolean {
+  const prev = names.get(name);
+  if (!prev) {
+    names.set(name, m);
+    return true;
+  }
+  const sources = [...new Set([...prev.sources, ...m.sources])];
+  const strategy = prev.strategy === m.strategy ? prev.strategy : REDACT;
+  if (strategy === prev.strategy && sources.length === prev.sources.length) return false;
+  names.set(name, { ...prev, strategy, sources });
+  return true;
+}
 
 const TABLES_SQL = `
 SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS table, a.attnum::int AS attnum, a.attname::text AS column
@@ -158,32 +174,40 @@ export class MaskCatalog {
       if (!strategy) continue;
       const mask: ColumnMask = { strategy, column: `${key}.${r.column}`, sources: [key] };
       byOid.get(oid)!.set(r.attnum, mask);
-      maskedNames.set(r.column, maskedNames.has(r.column) ? { ...mask, strategy: REDACT, sources: [...new Set([...maskedNames.get(r.column)!.sources, key])] } : mask);
+      addMaskedName(maskedNames, r.column, mask);
     }
     for (const t of present.values()) t.columns.sort((a, b) => a.attnum - b.attnum);
     if (baseOids.length === 0) return { byOid, views, names: maskedNames, tables: present };
     const vs = await pool.query<{ oid: string; schema: string; name: string; def: string; cols: string[]; nums: number[] }>(VIEWS_SQL, [baseOids]);
     const allSources = [...rules.tables.keys()];
-    // Views on views: a column a view masks is a masked name for the views above it.
-    for (let round = 0; round < 5; round++) {
-      let grew = false;
+    for (const v of vs.rows) views.add(`${v.schema}.${v.name}`);
+    // Views on views: a column a view masks is a masked name for the views above it, and a name
+    // shared with another masked column gets the sources of both. Names only grow (more names,
+    // more sources, REDACT), so this settles; a round settles at least one more level of views,
+    // so one round more than there are views is enough unless names collide in circles.
+    let settled = false;
+    for (let round = 0; round <= vs.rows.length && !settled; round++) {
+      settled = true;
       for (const v of vs.rows) {
-        const oid = Number(v.oid);
-        const key = `${v.schema}.${v.name}`;
-        views.add(key);
         const cols = this.viewMasks(v, maskedNames, allSources);
-        const prev = byOid.get(oid);
-        if (prev && prev.size === cols.size) continue;
-        byOid.set(oid, cols);
+        byOid.set(Number(v.oid), cols);
         for (const [num, m] of cols) {
-          const name = v.cols[v.nums.indexOf(num)]!;
-          if (!maskedNames.has(name)) {
-            maskedNames.set(name, m);
-            grew = true;
-          }
+          if (addMaskedName(maskedNames, v.cols[v.nums.indexOf(num)]!, m)) settled = false;
         }
       }
-      if (!grew) break;
+    }
+    if (!settled) {
+      // Fail closed: every column of every view on a masked table is redacted.
+      this.log.warn({ database, views: vs.rows.length }, 'view lineage did not settle: masking every column of the views on masked tables');
+      for (const v of vs.rows) {
+        const cols = new Map<number, ColumnMask>();
+        v.nums.forEach((num, i) => {
+          const m: ColumnMask = { strategy: REDACT, column: `${v.schema}.${v.name}.${v.cols[i]}`, sources: allSources };
+          cols.set(num, m);
+          addMaskedName(maskedNames, v.cols[i]!, m);
+        });
+        byOid.set(Number(v.oid), cols);
+      }
     }
     this.log.debug({ database, tables: baseOids.length, views: views.size }, 'masking catalog loaded');
     return { byOid, views, names: maskedNames, tables: present };

@@ -27,6 +27,9 @@ export const NO_MASKING: MaskRules = Object.freeze({ tables: new Map(), columnNa
 
 export const DEFAULT_REDACTION = '***';
 
+/** Redaction with the default text: what a value pgwarden cannot show partially becomes. */
+export const REDACT: MaskStrategy = Object.freeze({ kind: 'redact', text: DEFAULT_REDACTION });
+
 export function toStrategy(s: z.infer<typeof maskStrategySchema>): MaskStrategy {
   if (typeof s === 'string') {
     if (s === 'redact') return { kind: 'redact', text: DEFAULT_REDACTION };

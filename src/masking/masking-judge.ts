@@ -6,8 +6,11 @@ import { JudgeWrapper } from '../session/judge-wrapper.js';
 import type { Request } from '../session/request.js';
 import type { SessionInfo } from '../session/session-info.js';
 import type { ApprovalAudit } from '../approval/approval-gate.js';
-import { sessionRef } from '../audit/auditing-judge.js';
-import type { Policy } from '../policy/policy.js';
+import { aboutFields, sessionRef } from '../audit/auditing-judge.js';
+import type { StatementRef } from '../audit/events.js';
+import { SqlNormalizer } from '../audit/normalize-sql.js';
+import { requestStatements } from '../audit/request-statements.js';
+import { DEFAULT_REVIEW_TERMS, type Policy } from '../policy/policy.js';
 import type { DatabaseMasks, MaskCatalog } from './mask-catalog.js';
 import { ResultMasker } from './result-masker.js';
 
@@ -30,6 +33,8 @@ export interface MaskingOptions {
   catalog: MaskCatalog;
   key: Buffer;
   audit: ApprovalAudit | null;
+  /** Normalizes the SQL of `statement.masked` entries (a new one when not given). */
+  normalizer?: SqlNormalizer;
   log: Logger;
 }
 
@@ -64,11 +69,14 @@ function asStatements(about: Decision['about']): StatementInfo[] {
 }
 
 export class MaskingJudge extends JudgeWrapper {
+  private readonly normalizer: SqlNormalizer;
+
   constructor(
     inner: RequestJudge,
     private readonly o: MaskingOptions,
   ) {
     super(inner);
+    this.normalizer = o.normalizer ?? new SqlNormalizer();
   }
 
   judge(request: Request, session: SessionInfo, signal: AbortSignal): Decision | Promise<Decision> {
@@ -82,7 +90,7 @@ export class MaskingJudge extends JudgeWrapper {
     const policy = this.o.policy.current;
     const rules = policy.masking;
     if (rules.tables.size === 0) return d;
-    const withDdl = this.invalidateAfterDdl(d, session.database);
+    const withDdl = this.invalidateAfterDdl(d, session);
     if (this.viewFor(session.user, null, policy).names.size === 0) return withDdl;
     const masks = this.o.catalog.get(session.database, rules);
     if (masks instanceof Promise) {
@@ -103,25 +111,39 @@ export class MaskingJudge extends JudgeWrapper {
    * it outright, that refusal stands; if masking would hold it too, the reviewer is told why.
    */
   private maskHeld(d: Extract<Decision, { action: 'deny' }> & { review: NonNullable<Extract<Decision, { action: 'deny' }>['review']> }, request: Request, session: SessionInfo): Decision | Promise<Decision> {
-    const asAllowed: Decision = { action: 'allow', rule: d.rule, about: d.about ?? [] };
+    const asAllowed: Decision = { action: 'allow', rule: d.rule, about: d.about ?? [], ...(d.review.onDone ? { onDone: d.review.onDone } : {}) };
     const combine = (m: Decision): Decision => {
       if (m.action === 'allow') return { ...d, review: { ...d.review, ...(m.mask ? { mask: m.mask } : {}), ...(m.onDone ? { onDone: m.onDone } : {}) } };
       if (!m.review) return m;
-      return { ...d, review: { ...d.review, reason: `${d.review.reason}; also: ${m.review.reason}` } };
+      // Held by masking too (masked copy): once approved it runs like any held statement, DDL included.
+      return { ...d, review: { ...d.review, reason: `${d.review.reason}; also: ${m.review.reason}`, ...(m.review.onDone ? { onDone: m.review.onDone } : {}) } };
     };
     const m = this.mask(asAllowed, request, session);
     return m instanceof Promise ? m.then(combine) : combine(m);
   }
 
-  /** DDL can create views on masked tables or rename columns: reload the catalog after it ran. */
-  private invalidateAfterDdl(d: Extract<Decision, { action: 'allow' }>, database: string): Extract<Decision, { action: 'allow' }> {
-    if (!asStatements(d.about).some((s) => s.kinds.includes('ddl'))) return d;
+  /** Sessions whose DDL ran inside a transaction block that has not ended yet. */
+  private readonly uncommittedDdl = new WeakSet<SessionInfo>();
+
+  /**
+   * DDL can create a masked table or a view on one, or rename columns: the catalog is read again
+   * once the catalog's own connection can see the change, so after the request that ran it when
+   * the session is then outside a transaction block, otherwise after the request that ends the
+   * block (COMMIT or ROLLBACK). Not before: reading it while the block holds its locks would wait
+   * for them (pg_get_viewdef locks the view and its tables), and would not see the change anyway.
+   */
+  private invalidateAfterDdl(d: Extract<Decision, { action: 'allow' }>, session: SessionInfo): Extract<Decision, { action: 'allow' }> {
+    const ddl = asStatements(d.about).some((s) => s.kinds.includes('ddl'));
+    if (!ddl && !this.uncommittedDdl.has(session)) return d;
     const inner = d.onDone;
-    this.o.catalog.invalidate(database);
     return {
       ...d,
       onDone: (o) => {
-        this.o.catalog.invalidate(database);
+        // txStatus is that of the ReadyForQuery that ended this request.
+        if (session.txStatus === 'I') {
+          this.uncommittedDdl.delete(session);
+          this.o.catalog.invalidate(session.database);
+        } else if (ddl) this.uncommittedDdl.add(session);
         inner?.(o);
       },
     };
@@ -174,7 +196,10 @@ export class MaskingJudge extends JudgeWrapper {
     const refusal = this.refusal(d, statements, view, policy, session);
     if (refusal) return refusal;
     const masker = new ResultMasker({ masks, exempt: view.exempt, maskedNames: view.columnNames, statements, key: this.o.key, ordered: request.kind === 'simple' });
-    return { ...d, mask: { masker, done: () => this.record(session, d, masker) } };
+    // The SQL is looked up now: by the time the answer is done, the request may have closed the
+    // prepared statements it ran.
+    const sql = this.o.audit ? requestStatements(request, session, this.normalizer) : [];
+    return { ...d, mask: { masker, done: () => this.record(session, request, sql, d, masker, policy) } };
   }
 
   /** Without the catalog, a request naming a masked table is refused (fail closed). */
@@ -193,7 +218,8 @@ export class MaskingJudge extends JudgeWrapper {
         rule: 'masked-copy',
         about: d.about ?? [],
         error: pgError.reviewUnavailable('masked-copy', reason),
-        review: { reason, approvers: 1, reviewers: [], grants: true },
+        // Once approved it runs: DDL among it (CREATE VIEW … AS SELECT email …) reloads the catalog.
+        review: { reason, ...DEFAULT_REVIEW_TERMS, ...(d.onDone ? { onDone: d.onDone } : {}) },
       };
     };
     for (const st of statements) {
@@ -226,17 +252,17 @@ export class MaskingJudge extends JudgeWrapper {
     return null;
   }
 
-  private record(session: SessionInfo, d: Extract<Decision, { action: 'allow' }>, masker: ResultMasker): void {
+  /** The `statement.masked` entry, with the request described as the auditing judge describes it. */
+  private record(session: SessionInfo, request: Request, statements: StatementRef[], d: Extract<Decision, { action: 'allow' }>, masker: ResultMasker, policy: Policy): void {
     if (!this.o.audit || masker.maskedColumns.size === 0) return;
-    const about = asStatements(d.about);
     this.o.audit.note({
       type: 'statement.masked',
       session: sessionRef(session),
-      request: 'simple',
-      statements: [],
-      kinds: [...new Set(about.flatMap((s) => s.kinds))],
-      tables: [...new Set(about.flatMap((s) => s.relations.map((r) => (r.schema ? `${r.schema}.${r.name}` : r.name))))],
+      request: request.kind === 'copy-data' ? 'simple' : request.kind,
+      statements,
+      ...aboutFields(d.about),
       rule: d.rule ?? 'default',
+      rulesVersion: policy.version,
       columns: [...masker.maskedColumns].map(([column, strategy]) => ({ column, strategy })),
     });
   }

@@ -3,7 +3,7 @@ import { BackendTag } from '../protocol/codes.js';
 import type { CopyInfo } from './copy-format.js';
 import { CopyRowMasker } from './copy-rows.js';
 import { lineageMask, type ColumnMask, type DatabaseMasks } from './mask-catalog.js';
-import { DEFAULT_REDACTION } from './mask-rules.js';
+import { DEFAULT_REDACTION, REDACT } from './mask-rules.js';
 import { maskBinary, maskText, strategyLabel, type MaskStrategy } from './strategies.js';
 
 /**
@@ -29,7 +29,7 @@ import { maskBinary, maskText, strategyLabel, type MaskStrategy } from './strate
  * be masked (binary format) are not forwarded.
  */
 const TEXT_OID = 25;
-const REDACT: MaskStrategy = { kind: 'redact', text: DEFAULT_REDACTION };
+const REDACTED = Buffer.from(DEFAULT_REDACTION);
 
 export interface MaskContext {
   masks: DatabaseMasks;
@@ -63,14 +63,10 @@ export class ResultMasker {
   private described = false;
   /** Masked columns seen, for the audit log: column → strategy label. */
   readonly maskedColumns = new Map<string, string>();
-  /** A DataRow arrived without a RowDescription to go by; it was fully redacted. */
-  blind = 0;
   /** CopyOutResponses seen in this request. */
   private copies = 0;
   /** The COPY being answered: masked row by row, dropped (cannot be masked), or passed through. */
   private copy: CopyRowMasker | 'drop' | null = null;
-  /** CopyData messages not forwarded because their format cannot be masked. */
-  droppedCopyRows = 0;
 
   constructor(private readonly ctx: MaskContext) {}
 
@@ -180,10 +176,8 @@ export class ResultMasker {
   onCopyData(frame: Buffer): Buffer | null {
     const copy = this.copy;
     if (copy === null) return frame;
-    if (copy === 'drop') {
-      this.droppedCopyRows++;
-      return null;
-    }
+    // A format that cannot be masked: nothing of it is forwarded.
+    if (copy === 'drop') return null;
     const out = copy.push(frame.subarray(5));
     return out.length > 0 ? copyData(out) : null;
   }
@@ -251,7 +245,6 @@ export class ResultMasker {
       if (this.described) return frame;
       // No RowDescription for this result (cannot happen when the session injects Describe):
       // every value is redacted rather than guessed.
-      this.blind++;
       return this.redactAll(frame);
     }
     // Two passes: mask the values and size the row, then write it into one buffer.
@@ -299,17 +292,16 @@ export class ResultMasker {
 
   private redactAll(frame: Buffer): Buffer {
     const count = frame.readInt16BE(5);
-    const v = Buffer.from(DEFAULT_REDACTION);
-    const size = 7 + count * (4 + v.length);
+    const size = 7 + count * (4 + REDACTED.length);
     const out = Buffer.alloc(size);
     out[0] = BackendTag.DataRow;
     out.writeInt32BE(size - 1, 1);
     out.writeInt16BE(count, 5);
     let pos = 7;
     for (let i = 0; i < count; i++) {
-      out.writeInt32BE(v.length, pos);
-      v.copy(out, pos + 4);
-      pos += 4 + v.length;
+      out.writeInt32BE(REDACTED.length, pos);
+      REDACTED.copy(out, pos + 4);
+      pos += 4 + REDACTED.length;
     }
     return out;
   }

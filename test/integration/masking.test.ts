@@ -5,6 +5,7 @@ import path from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditEventSchema } from '../../src/audit/events.js';
 import { silentLogger } from '../../src/logger.js';
 import { startInstance, type RunningInstance } from '../../src/server/run.js';
 import { createTestDatabase, directClient, testConfig, UPSTREAM_URL } from '../helpers/proxy.js';
@@ -27,16 +28,27 @@ masking:
   - table: public.employees
     columns:
       salary: redact
+  - table: public.partners
+    columns:
+      contact_email: partial_email
+    exempt: [dpo]
+  - table: public.staff
+    columns:
+      private_email: redact
+  - table: public.late_table         # created by a test, through pgwarden
+    columns:
+      secret: redact
 policy:
   default: allow
   unanalysable: review
   rules:
     - name: schema-changes
       match: { kind: [ddl] }
+      except: { applications: [masking-ddl-test] }
       action: review
 `;
 
-const RAW = ['alice@example.com', 'bob@example.org', '123-45-6789', '987-65-4321', '+1-555-0100', '4111111111111111', '5500005555555559', '182000'];
+const RAW = ['alice@example.com', 'bob@example.org', '123-45-6789', '987-65-4321', '+1-555-0100', '4111111111111111', '5500005555555559', '182000', 'sam.private@staff.example'];
 
 let db: { name: string; drop: () => Promise<void> };
 let inst: RunningInstance;
@@ -59,6 +71,14 @@ beforeAll(async () => {
     CREATE TABLE other.customers (id int, email text);
     INSERT INTO other.customers VALUES (1, 'visible@other.example');
     CREATE VIEW customer_contacts AS SELECT id, name, email AS contact, phone FROM customers;
+    CREATE TABLE partners (id int, contact_email text);
+    INSERT INTO partners VALUES (1, 'pat@partner.example');
+    CREATE TABLE staff (id int, name text, private_email text);
+    INSERT INTO staff VALUES (1, 'Sam', 'sam.private@staff.example');
+    -- A view column named like a masked column of another table (partners.contact_email, dpo exempt),
+    -- and a view above it.
+    CREATE VIEW staff_contacts AS SELECT id, private_email AS contact_email FROM staff;
+    CREATE VIEW staff_contacts_2 AS SELECT contact_email AS c FROM staff_contacts;
   `);
   // Roles are cluster-wide: another run may have created it.
   await c.query('CREATE ROLE dpo LOGIN').catch((e: { code?: string }) => {
@@ -193,6 +213,18 @@ describe('views, cursors, prepared statements, RETURNING', () => {
     expect(r.rows[0]).toEqual({ id: 1, name: 'Alice', contact: 'a***@example.com', phone: '***0100' });
   });
 
+  it('a view column named like another table’s masked column stays masked for a user exempt from that table', async () => {
+    // partners.contact_email is masked (dpo exempt); staff_contacts.contact_email is staff.private_email (dpo not exempt).
+    expect((await q('SELECT contact_email FROM staff_contacts', [], 'dpo')).rows).toEqual([{ contact_email: '***' }]);
+    expect((await q('SELECT c FROM staff_contacts_2', [], 'dpo')).rows).toEqual([{ c: '***' }]);
+    for (const sql of ['SELECT lower(contact_email) AS e FROM staff_contacts', "SELECT contact_email || '' AS e FROM staff_contacts", 'SELECT s.e FROM (SELECT contact_email AS e FROM staff_contacts) s', "SELECT c || '' AS e FROM staff_contacts_2"]) {
+      const r = await q(sql, [], 'dpo');
+      expect(r.rows, sql).toEqual([{ e: '***' }]);
+    }
+    // The exemption itself still holds for the table it names.
+    expect((await q('SELECT contact_email FROM partners', [], 'dpo')).rows).toEqual([{ contact_email: 'pat@partner.example' }]);
+  });
+
   it('DECLARE … FETCH', async () => {
     const c = new pg.Client({ connectionString: url() });
     await c.connect();
@@ -256,6 +288,62 @@ describe('errors, notices and side channels', () => {
     expect(notices.length).toBe(1);
     expect(notices[0]).not.toContain('alice@example.com');
     expect(notices[0]).toContain('redacted');
+  });
+
+  it('messages, hints and object-name fields a function raises from a masked value are replaced (any SQLSTATE)', async () => {
+    const d = directClient(db.name);
+    await d.connect();
+    await d.query(`CREATE OR REPLACE FUNCTION raise_it(v text, how int) RETURNS text LANGUAGE plpgsql AS $$ BEGIN
+      CASE how
+        WHEN 1 THEN RAISE EXCEPTION USING ERRCODE = '22000', MESSAGE = v;
+        WHEN 2 THEN RAISE SQLSTATE 'XX001' USING MESSAGE = v;
+        WHEN 3 THEN ASSERT false, v;
+        WHEN 4 THEN RAISE EXCEPTION 'plain' USING HINT = v, COLUMN = v, TABLE = v, SCHEMA = v, DATATYPE = v, CONSTRAINT = v, DETAIL = v;
+        WHEN 5 THEN RAISE EXCEPTION USING ERRCODE = upper(substr(replace(v, '-', ''), 1, 5));
+        WHEN 6 THEN RAISE EXCEPTION 'at %', v USING ERRCODE = 'unique_violation';
+        ELSE RAISE NOTICE USING MESSAGE = v, HINT = v, COLUMN = v, TABLE = v, SCHEMA = v, DATATYPE = v, CONSTRAINT = v;
+      END CASE;
+      RETURN 'x';
+    END $$`);
+    await d.end();
+    /** A NoticeResponse as node-postgres reports it (the same fields as an error). */
+    type Notice = { message?: string };
+    /** Every field node-postgres exposes, message included (it is not enumerable on the error). */
+    const fields = (e: pg.DatabaseError | Notice) => ({
+      message: e.message,
+      ...Object.fromEntries(['code', 'hint', 'detail', 'schema', 'table', 'column', 'dataType', 'constraint', 'where', 'internalQuery'].map((k) => [k, (e as unknown as Record<string, unknown>)[k]])),
+    });
+    const seen: Record<string, unknown>[] = [];
+    for (const [how, column] of [
+      [1, 'email'],
+      [2, 'email'],
+      [3, 'ssn'],
+      [4, 'email'],
+      [5, 'ssn'],
+      [6, 'phone'],
+    ] as const) {
+      const e = (await q(`SELECT raise_it(${column}, ${how}) FROM customers WHERE id = 1`).catch((x: unknown) => x)) as pg.DatabaseError;
+      expect(e, `form ${how}`).toBeInstanceOf(Error);
+      const f = fields(e);
+      seen.push(f);
+      expect(f.message, `form ${how}`).toContain('redacted');
+      for (const k of ['hint', 'detail', 'schema', 'table', 'column', 'dataType', 'constraint', 'where']) expect(f[k as keyof typeof f], `form ${how}: ${k}`).toBeUndefined();
+    }
+    // A SQLSTATE PostgreSQL defines is kept; a made-up one (here the SSN's first five digits) is not.
+    expect(seen.map((f) => f.code)).toEqual(['22000', 'XX001', 'P0004', 'P0001', 'P0001', '23505']);
+    const c = new pg.Client({ connectionString: url() });
+    const notices: Notice[] = [];
+    c.on('notice', (n) => notices.push(n));
+    await c.connect();
+    await c.query('SELECT raise_it(email, 0) FROM customers WHERE id = 1');
+    await c.end();
+    expect(notices.length).toBe(1);
+    seen.push(fields(notices[0]!));
+    expect(notices[0]!.message).toContain('redacted');
+    for (const f of seen) {
+      noRaw(f);
+      expect(JSON.stringify(f)).not.toContain('12345');
+    }
   });
 
   it('values echoed in errors are redacted', async () => {
@@ -357,6 +445,45 @@ describe('COPY … TO STDOUT data', () => {
   });
 });
 
+describe('DDL through pgwarden', () => {
+  /** A connection whose DDL the test rules allow. */
+  async function ddlClient(): Promise<pg.Client> {
+    const c = new pg.Client({ connectionString: url(), application_name: 'masking-ddl-test' });
+    await c.connect();
+    return c;
+  }
+
+  it('a masked table created, or a masked view column renamed, is masked from the very next statement', async () => {
+    const c = await ddlClient();
+    try {
+      await c.query('CREATE TABLE late_table (id int, secret text)');
+      await c.query("INSERT INTO late_table VALUES (1, 'late-secret-value')");
+      expect((await c.query('SELECT id, secret FROM late_table')).rows).toEqual([{ id: 1, secret: '***' }]);
+      await c.query('ALTER VIEW staff_contacts_2 RENAME COLUMN c TO c_renamed');
+      expect((await c.query("SELECT c_renamed || '' AS e FROM staff_contacts_2")).rows).toEqual([{ e: '***' }]);
+    } finally {
+      await c.query('ALTER VIEW staff_contacts_2 RENAME COLUMN c_renamed TO c').catch(() => undefined);
+      await c.query('DROP TABLE IF EXISTS late_table');
+      await c.end();
+    }
+  });
+
+  it('DDL inside a transaction block is read again once the transaction commits', async () => {
+    const c = await ddlClient();
+    try {
+      await c.query('BEGIN');
+      await c.query('ALTER VIEW staff_contacts_2 RENAME COLUMN c TO c_tx');
+      await c.query('SELECT 1 FROM staff_contacts_2');
+      await c.query('COMMIT');
+      expect((await c.query("SELECT c_tx || '' AS e FROM staff_contacts_2")).rows).toEqual([{ e: '***' }]);
+    } finally {
+      await c.query('ROLLBACK').catch(() => undefined);
+      await c.query('ALTER VIEW staff_contacts_2 RENAME COLUMN c_tx TO c').catch(() => undefined);
+      await c.end();
+    }
+  });
+});
+
 describe('rules reload and the audit log', () => {
   it('a rules edit re-plans masks for open connections, without reconnecting', async () => {
     const c = new pg.Client({ connectionString: url() });
@@ -379,20 +506,39 @@ describe('rules reload and the audit log', () => {
   });
 
   it('masked statements are recorded with the columns and strategies, never the values', async () => {
-    await q('SELECT email, ssn FROM customers');
-    await (inst.audit.sink as unknown as { flush?: () => Promise<void> }).flush?.();
+    await q("SELECT email, ssn FROM customers WHERE name <> 'nobody'");
+    await q('SELECT phone FROM customers WHERE id = $1', [1]);
     const deadline = Date.now() + 3000;
+    let masked: Record<string, unknown>[] = [];
     let text = '';
-    while (Date.now() < deadline && !text.includes('statement.masked')) {
-      await new Promise((r) => setTimeout(r, 100));
+    while (Date.now() < deadline && masked.length < 2) {
+      await inst.audit.sink!.flushed();
       text = readdirSync(path.join(dir, 'journal'))
         .filter((f) => f.endsWith('.jsonl'))
         .map((f) => readFileSync(path.join(dir, 'journal', f), 'utf8'))
         .join('\n');
+      masked = text
+        .split('\n')
+        .filter((l) => l.includes('"statement.masked"'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((e) => ['SELECT email, ssn FROM customers WHERE name <> $1', 'SELECT phone FROM customers WHERE id = $1'].includes((e.statements as { text: string }[] | undefined)?.[0]?.text ?? ''));
+      if (masked.length < 2) await new Promise((r) => setTimeout(r, 50));
     }
-    const masked = text.split('\n').filter((l) => l.includes('"statement.masked"'));
-    expect(masked.length).toBeGreaterThan(0);
-    expect(masked.some((l) => l.includes('public.customers.email') && l.includes('partial_email'))).toBe(true);
+    expect(masked.length).toBe(2);
+    const [simple, extended] = masked as { request: string; statements: { text: string; fingerprint: string }[]; kinds: string[]; tables: string[]; rulesVersion?: string; columns: { column: string; strategy: string }[] }[];
+    expect(simple!.request).toBe('simple');
+    expect(simple!.statements).toEqual([{ text: 'SELECT email, ssn FROM customers WHERE name <> $1', fingerprint: expect.stringMatching(/^[0-9a-f]{16}$/) }]);
+    expect(simple!.kinds).toEqual(['read']);
+    expect(simple!.tables).toEqual(['customers']);
+    expect(simple!.rulesVersion).toEqual(expect.any(String));
+    expect(simple!.columns).toEqual(expect.arrayContaining([{ column: 'public.customers.email', strategy: 'partial_email' }]));
+    expect(extended!.request).toBe('extended');
+    expect(extended!.statements.map((x) => x.text)).toEqual(['SELECT phone FROM customers WHERE id = $1']);
+    // The entry is one the audit schema accepts (chain fields aside).
+    for (const e of masked) {
+      const { chain: _c, seq: _s, prev: _p, hmac: _h, ...event } = e;
+      expect(auditEventSchema.safeParse(event).success, JSON.stringify(e)).toBe(true);
+    }
     for (const raw of RAW) expect(text).not.toContain(raw);
   });
 });
