@@ -98,7 +98,7 @@ export class MaskingJudge extends JudgeWrapper {
         (m) => this.decide(withDdl, request, session, m, policy),
         (err: unknown) => {
           this.o.log.error({ message: (err as Error).message, database: session.database }, 'masking catalog unavailable');
-          return this.decideBlind(withDdl, session, policy);
+          return this.decideBlind(withDdl);
         },
       );
     }
@@ -202,9 +202,19 @@ export class MaskingJudge extends JudgeWrapper {
     return { ...d, mask: { masker, done: () => this.record(session, request, sql, d, masker, policy) } };
   }
 
-  /** Without the catalog, a request naming a masked table is refused (fail closed). */
-  private decideBlind(d: Extract<Decision, { action: 'allow' }>, session: SessionInfo, policy: Policy): Decision {
-    if (!this.touched(asStatements(d.about), this.viewFor(session.user, null, policy), true)) return d;
+  /**
+   * Without the catalog pgwarden cannot tell which views (or views of views) are built on masked
+   * tables, so it fails closed: a request reading any relation but the system catalogs, or that
+   * cannot be analysed, is refused. An unqualified pg_* name is a catalog: pg_catalog is searched
+   * first unless a search_path names it later, which nobody does to read a view.
+   */
+  private decideBlind(d: Extract<Decision, { action: 'allow' }>): Decision {
+    const catalogOnly = asStatements(d.about).every(
+      (st) =>
+        st.unanalysable.length === 0 &&
+        st.relations.every((r) => (r.schema === undefined ? r.name.startsWith('pg_') : r.schema === 'pg_catalog' || r.schema === 'information_schema')),
+    );
+    if (catalogOnly) return d;
     return { action: 'deny', rule: 'masking-catalog', about: d.about ?? [], error: pgError.maskingUnavailable() };
   }
 
