@@ -87,3 +87,58 @@ describe('masking without its catalog (fail closed)', () => {
     expect((await q("SELECT relname FROM pg_class WHERE relname = 'orders'")).rows).toEqual([['orders']]);
   });
 });
+
+describe('masking catalog behind a lock held by another transaction', () => {
+  let db2: { name: string; drop: () => Promise<void> };
+  let inst2: RunningInstance;
+  let dir2: string;
+  const holder = () => directClient(db2.name);
+
+  beforeAll(async () => {
+    db2 = await createTestDatabase('pgw_locked');
+    const c = directClient(db2.name);
+    await c.connect();
+    await c.query(`
+      CREATE TABLE customers (id int, email text);
+      INSERT INTO customers VALUES (1, 'alice@example.com');
+      CREATE VIEW contacts AS SELECT id, email AS contact FROM customers;
+    `);
+    await c.end();
+    dir2 = mkdtempSync(path.join(tmpdir(), 'pgw-locked-'));
+    mkdirSync(path.join(dir2, 'rules'));
+    writeFileSync(path.join(dir2, 'rules', 'masking.yaml'), RULES);
+    inst2 = await startInstance(
+      testConfig({ rulesDir: path.join(dir2, 'rules'), audit: { enabled: true, journalDir: path.join(dir2, 'journal') }, masking: { hashKey: 'a-masking-key-for-tests-0123456789abcdef' } }),
+      silentLogger,
+    );
+  });
+
+  afterAll(async () => {
+    await inst2?.stop();
+    await db2?.drop();
+    rmSync(dir2, { recursive: true, force: true });
+  });
+
+  it('refuses (58000) within the side connection lock timeout instead of hanging, and masks again once the lock is gone', async () => {
+    const lock = holder();
+    await lock.connect();
+    await lock.query('BEGIN');
+    await lock.query('LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE');
+    const c = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${inst2.proxy.port}/${db2.name}` });
+    await c.connect();
+    try {
+      const started = Date.now();
+      const err = await c.query('SELECT email FROM customers').then(
+        () => null,
+        (e: { code?: string }) => e,
+      );
+      expect(err?.code).toBe('58000');
+      expect(Date.now() - started).toBeLessThan(15_000);
+      await lock.query('ROLLBACK');
+      expect((await c.query({ text: 'SELECT email FROM customers', rowMode: 'array' })).rows).toEqual([['***']]);
+    } finally {
+      await lock.end();
+      await c.end();
+    }
+  }, 30_000);
+});
