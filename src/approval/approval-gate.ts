@@ -3,6 +3,7 @@ import type { SqlNormalizer } from '../audit/normalize-sql.js';
 import { requestFingerprint, requestStatements } from '../audit/request-statements.js';
 import { aboutFields, sessionRef } from '../audit/auditing-judge.js';
 import type { Logger } from '../logger.js';
+import type { MaskRules } from '../masking/mask-rules.js';
 import { pgError } from '../protocol/pg-error.js';
 import type { Decision, RequestJudge, ReviewRequest } from '../session/decision.js';
 import { JudgeWrapper } from '../session/judge-wrapper.js';
@@ -11,7 +12,7 @@ import type { SessionInfo } from '../session/session-info.js';
 import { ApprovalCapReached, ApprovalConflict, type ApprovalRequest, type ApprovalStore } from './approval-store.js';
 import type { ApprovalMetrics } from './metrics.js';
 import type { VerdictWaiter } from './verdict-waiter.js';
-import type { Webhook, WebhookEvent } from './webhook.js';
+import type { Webhook } from './webhook.js';
 
 /**
  * The approval gate (DESIGN.md "Data flow": hold → approval gate). It wraps the policy judge;
@@ -47,12 +48,15 @@ export interface GateOptions {
   /** The page's address, shown to the agent in the hold notice. */
   pageUrl: () => string | null;
   rulesVersion: () => string;
-  /** PII columns of the given tables (from the masking rules), for the reviewer. */
-  piiColumns?: (tables: readonly string[]) => string[];
+  /** The masking rules in force: the reviewer sees which PII columns a held statement touches. */
+  masking: () => MaskRules;
   log: Logger;
 }
 
 type Refusal = Extract<Decision, { action: 'deny' }>;
+type Allow = Extract<Decision, { action: 'allow' }>;
+/** A refusal the rules want reviewed. */
+type Held = Refusal & { review: ReviewRequest };
 
 export class ApprovalGate extends JudgeWrapper {
   constructor(
@@ -79,17 +83,17 @@ export class ApprovalGate extends JudgeWrapper {
     return this.hold(request, session, signal, d);
   }
 
-  private async hold(request: Request, session: SessionInfo, signal: AbortSignal, refusal: Refusal & { review: ReviewRequest }): Promise<Decision> {
+  private async hold(request: Request, session: SessionInfo, signal: AbortSignal, refusal: Held): Promise<Decision> {
     const { store, log } = this.o;
     const review = refusal.review;
-    const statements = requestStatements(request, session, this.o.normalizer);
-    const fingerprint = requestFingerprint(statements);
-    const about = aboutFields(refusal.about);
-    const ref = sessionRef(session);
     if (review.elevate !== undefined && !session.identity?.elevate.includes(review.elevate)) {
       // Only an agent whose rules entry lists the role may be elevated to it; nobody else is held for it.
       return { ...plain(refusal), error: pgError.elevationNotAllowed(session.identity?.agent ?? session.user, review.elevate) };
     }
+    const statements = requestStatements(request, session, this.o.normalizer);
+    const fingerprint = requestFingerprint(statements);
+    const about = aboutFields(refusal.about);
+    const ref = sessionRef(session);
 
     let rec: ApprovalRequest;
     try {
@@ -98,16 +102,7 @@ export class ApprovalGate extends JudgeWrapper {
         if (grant) {
           this.o.metrics.count('granted');
           log.info({ rule: refusal.rule, grant: grant.id }, 'statement runs under a time-boxed grant');
-          review.onApproved?.();
-          return {
-            action: 'allow',
-            rule: refusal.rule,
-            about: refusal.about ?? [],
-            approval: { id: grant.id, by: grant.by, grant: grant.id },
-            ...maskOf(review),
-            ...(review.elevate !== undefined ? { elevate: review.elevate } : {}),
-            ...(review.onDone ? { onDone: review.onDone } : {}),
-          };
+          return runs(refusal, { id: grant.id, by: grant.by, grant: grant.id }, review.onDone);
         }
       }
       if (signal.aborted) return { ...plain(refusal), error: pgError.approvalWithdrawn('(not created)') };
@@ -122,7 +117,7 @@ export class ApprovalGate extends JudgeWrapper {
           statements,
           kinds: about.kinds,
           tables: about.tables,
-          piiColumns: this.o.piiColumns?.(about.tables) ?? [],
+          piiColumns: piiColumnsOf(this.o.masking(), about.tables),
           rule: refusal.rule,
           reason: review.reason,
           ...(review.estimatedRows !== undefined ? { estimatedRows: review.estimatedRows } : {}),
@@ -170,7 +165,7 @@ export class ApprovalGate extends JudgeWrapper {
   }
 
   /** Waits for the verdict and turns it into the decision the session applies. */
-  private async await(rec: ApprovalRequest, signal: AbortSignal, refusal: Refusal): Promise<Decision> {
+  private async await(rec: ApprovalRequest, signal: AbortSignal, refusal: Held): Promise<Decision> {
     const { store, waiter } = this.o;
     let current = rec;
     for (;;) {
@@ -178,7 +173,7 @@ export class ApprovalGate extends JudgeWrapper {
       try {
         if (wake === 'aborted') return await this.withdraw(rec, refusal);
         current = (await store.get(rec.id)) ?? { ...current, state: 'expired' };
-        if (current.state === 'pending' && Date.now() >= rec.expiresAt) return await this.expire(rec, refusal);
+        if (current.state === 'pending' && Date.now() >= rec.expiresAt) return await this.expire(rec, signal, refusal);
       } catch (err) {
         return this.unavailable(rec, refusal, err);
       }
@@ -188,7 +183,7 @@ export class ApprovalGate extends JudgeWrapper {
   }
 
   /** The request left `pending`: run it, or refuse with the reason. */
-  private async settle(rec: ApprovalRequest, signal: AbortSignal, refusal: Refusal): Promise<Decision> {
+  private async settle(rec: ApprovalRequest, signal: AbortSignal, refusal: Held): Promise<Decision> {
     const waited = (Date.now() - rec.createdAt) / 1000;
     switch (rec.state) {
       case 'approved': {
@@ -203,26 +198,16 @@ export class ApprovalGate extends JudgeWrapper {
         const by = claimed.approvals.map((a) => a.reviewer).join(', ') || (claimed.verdict?.by ?? 'reviewer');
         this.o.metrics.count('approved');
         this.o.metrics.observeWait(waited);
-        this.notifyWebhook('approved', claimed);
-        const review = refusal.review!;
-        review.onApproved?.();
-        return {
-          action: 'allow',
-          rule: refusal.rule,
-          about: refusal.about ?? [],
-          approval: { id: rec.id, by },
-          ...maskOf(review),
-          ...(review.elevate !== undefined ? { elevate: review.elevate } : {}),
-          onDone: (outcome) => {
-            review.onDone?.(outcome);
-            this.o.store.finish(rec.id).catch((err: unknown) => this.o.log.warn({ message: (err as Error).message, approval: rec.id }, 'could not mark the approval done'));
-          },
-        };
+        this.o.webhook?.notify('approved', claimed);
+        return runs(refusal, { id: rec.id, by }, (outcome) => {
+          refusal.review.onDone?.(outcome);
+          this.o.store.finish(rec.id).catch((err: unknown) => this.o.log.warn({ message: (err as Error).message, approval: rec.id }, 'could not mark the approval done'));
+        });
       }
       case 'denied': {
         this.o.metrics.count('denied');
         this.o.metrics.observeWait(waited);
-        this.notifyWebhook('denied', rec);
+        this.o.webhook?.notify('denied', rec);
         const by = rec.verdict?.by ?? 'a reviewer';
         return { ...plain(refusal), approval: { id: rec.id, by }, error: pgError.approvalDenied(rec.id, by, rec.verdict?.reason ?? 'no reason given') };
       }
@@ -237,37 +222,36 @@ export class ApprovalGate extends JudgeWrapper {
     }
   }
 
-  private async expire(rec: ApprovalRequest, refusal: Refusal): Promise<Decision> {
+  private async expire(rec: ApprovalRequest, signal: AbortSignal, refusal: Held): Promise<Decision> {
     try {
       const r = await this.o.store.expire(rec.id);
       return this.expired(r, refusal);
     } catch (err) {
-      // A verdict landed just before the deadline: honour it.
-      if (err instanceof ApprovalConflict && err.state !== null && err.state !== 'pending') {
+      // A verdict landed just before the deadline: honour it (unless the agent is gone meanwhile).
+      if (err instanceof ApprovalConflict && err.state !== null) {
         const r = await this.o.store.get(rec.id).catch(() => null);
-        if (r) return this.settle(r, new AbortController().signal, refusal);
+        if (r) return this.settle(r, signal, refusal);
       }
       return this.unavailable(rec, refusal, err);
     }
   }
 
   private expired(rec: ApprovalRequest, refusal: Refusal): Decision {
-    const waitMs = Date.now() - rec.createdAt;
+    const entry = approvalEnded('approval.expired', rec);
     this.o.metrics.count('expired');
-    this.o.metrics.observeWait(waitMs / 1000);
-    this.o.audit?.note({ type: 'approval.expired', session: rec.session, approvalId: rec.id, rule: rec.rule, statements: rec.statements, waitMs });
-    this.notifyWebhook('expired', rec);
+    this.o.metrics.observeWait(entry.waitMs / 1000);
+    this.o.audit?.note(entry);
+    this.o.webhook?.notify('expired', rec);
     return { ...plain(refusal), error: pgError.approvalTimedOut(rec.id, Math.round((rec.expiresAt - rec.createdAt) / 1000)) };
   }
 
   /** The agent cancelled or disconnected: the request disappears from the page. */
   private async withdraw(rec: ApprovalRequest, refusal: Refusal): Promise<Decision> {
-    const waitMs = Date.now() - rec.createdAt;
     try {
       const r = await this.o.store.withdraw(rec.id);
       this.o.metrics.count('withdrawn');
-      this.o.audit?.note({ type: 'approval.withdrawn', session: r.session, approvalId: r.id, rule: r.rule, statements: r.statements, waitMs });
-      this.notifyWebhook('withdrawn', r);
+      this.o.audit?.note(approvalEnded('approval.withdrawn', r));
+      this.o.webhook?.notify('withdrawn', r);
     } catch (err) {
       this.o.log.warn({ message: (err as Error).message, approval: rec.id }, 'could not withdraw the approval request');
     }
@@ -279,10 +263,46 @@ export class ApprovalGate extends JudgeWrapper {
     this.o.metrics.count('refused');
     return { ...plain(refusal), error: pgError.approvalUnavailable() };
   }
+}
 
-  private notifyWebhook(event: WebhookEvent, rec: ApprovalRequest): void {
-    this.o.webhook?.notify(event, rec);
+/** The audit entry of a request that ended without a verdict (the gate's, and the janitor's for a holder that is gone). */
+export function approvalEnded(
+  type: 'approval.expired' | 'approval.withdrawn',
+  rec: ApprovalRequest,
+): Extract<AuditEventInput, { type: 'approval.expired' | 'approval.withdrawn' }> {
+  return { type, session: rec.session, approvalId: rec.id, rule: rec.rule, statements: rec.statements, waitMs: Date.now() - rec.createdAt };
+}
+
+/**
+ * The PII columns (`schema.table.column`, names only) of the masked tables among `tables`, for
+ * the reviewer. An unqualified table name matches a masked table of that name in any schema, as
+ * masking itself does. Exemptions are not applied: the reviewer is told which personal data the
+ * statement reaches whoever asks, and an exempt agent's request (which would see raw values) is
+ * the one where it matters most.
+ */
+export function piiColumnsOf(masking: MaskRules, tables: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const name of tables) {
+    const exact = masking.tables.get(name);
+    const matches = exact ? [exact] : name.includes('.') ? [] : [...masking.tables.values()].filter((t) => t.table === name);
+    for (const t of matches) for (const column of t.columns.keys()) out.add(`${t.schema}.${t.table}.${column}`);
   }
+  return [...out];
+}
+
+/** The held statement runs (approved, or under a grant): the decision the session applies. */
+function runs(refusal: Held, approval: NonNullable<Allow['approval']>, onDone: Allow['onDone']): Decision {
+  const review = refusal.review;
+  review.onApproved?.();
+  return {
+    action: 'allow',
+    rule: refusal.rule,
+    about: refusal.about ?? [],
+    approval,
+    ...maskOf(review),
+    ...(review.elevate !== undefined ? { elevate: review.elevate } : {}),
+    ...(onDone ? { onDone } : {}),
+  };
 }
 
 /** A request that executes something: a Query, an Execute, a FunctionCall or COPY data. */
@@ -291,7 +311,7 @@ function runsAnything(request: Request): boolean {
   return request.messages.some((m) => m.msg.type === 'Execute');
 }
 
-function needsReview(d: Decision): d is Refusal & { review: ReviewRequest } {
+function needsReview(d: Decision): d is Held {
   return d.action === 'deny' && d.review !== undefined;
 }
 

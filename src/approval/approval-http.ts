@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '../logger.js';
 import type { ApprovalStore } from './approval-store.js';
 import { METRICS_CONTENT_TYPE, renderMetrics, type MetricsSnapshot } from './metrics.js';
-import { DeskError, type ReviewDesk } from './review-desk.js';
+import { DeskError, MAX_REASON, type ReviewDesk } from './review-desk.js';
 import type { ReviewHub } from './review-hub.js';
 import type { Reviewer, ReviewerAuth } from './reviewer-auth.js';
 
@@ -48,13 +48,18 @@ interface Page {
   csp: string;
 }
 
+const MAX_REASON_SLOT = '{{MAX_REASON}}';
+
 /** The page file, next to this module in src/, or found from dist/ (it needs no build step). */
 function loadPage(): Page {
   const candidates = [new URL('./page/index.html', import.meta.url), new URL('../../../src/approval/page/index.html', import.meta.url)];
   const file = candidates.map((u) => fileURLToPath(u)).find((p) => existsSync(p));
   if (!file) throw new Error('approval page (src/approval/page/index.html) not found');
-  const html = readFileSync(file);
-  const text = html.toString('utf8');
+  // The page's reason field takes what the desk accepts: one limit, written into the page here.
+  const template = readFileSync(file, 'utf8');
+  if (!template.includes(MAX_REASON_SLOT)) throw new Error(`approval page ${file} lacks ${MAX_REASON_SLOT}`);
+  const text = template.replaceAll(MAX_REASON_SLOT, String(MAX_REASON));
+  const html = Buffer.from(text, 'utf8');
   const hashes = (tag: 'script' | 'style') =>
     [...text.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => `'sha256-${createHash('sha256').update(m[1]!, 'utf8').digest('base64')}'`).join(' ');
   const csp = [

@@ -73,7 +73,36 @@ export class ApprovalConflict extends Error {
   ) {
     super(message);
   }
+
+  /** No such request (never made, or gone after its keep period). */
+  static missing(id: string): ApprovalConflict {
+    return new ApprovalConflict(id, null, `no approval request ${id}`);
+  }
+
+  /** The request is not in a state the change starts from. */
+  static inState(id: string, state: ApprovalState): ApprovalConflict {
+    return new ApprovalConflict(id, state, `request ${id} is ${state}`);
+  }
+
+  /** The same reviewer approved already (an approval counts once per reviewer). */
+  static alreadyApproved(id: string): ApprovalConflict {
+    return new ApprovalConflict(id, 'pending', `request ${id} already has this reviewer's approval`);
+  }
 }
+
+/**
+ * Every state change but approve() (which counts distinct reviewers): the states it starts from
+ * and the one it makes. Both stores make exactly these.
+ */
+export const TRANSITIONS = {
+  deny: { from: ['pending'], to: 'denied' },
+  expire: { from: ['pending'], to: 'expired' },
+  withdraw: { from: ['pending', 'approved'], to: 'withdrawn' },
+  claim: { from: ['approved'], to: 'executing' },
+  finish: { from: ['executing'], to: 'done' },
+} as const satisfies Record<string, { from: readonly ApprovalState[]; to: ApprovalState }>;
+
+export type Transition = keyof typeof TRANSITIONS;
 
 /**
  * ARGV: id, allowed-from states (comma list), new state, JSON patch merged into the record,
@@ -163,11 +192,31 @@ export class ApprovalCapReached extends Error {
 /** What a new request carries; the store adds id, state, approvals (and createdAt when absent). */
 export type NewApprovalRequest = Omit<ApprovalRequest, 'id' | 'state' | 'approvals' | 'createdAt'> & { createdAt?: number };
 
+/** The record of a new pending request. */
+export function newApprovalRecord(fields: NewApprovalRequest, now = Date.now()): ApprovalRequest {
+  return { ...fields, id: randomBytes(8).toString('hex'), state: 'pending', createdAt: fields.createdAt ?? now, approvals: [] };
+}
+
+/** How long a request's record is kept: until its deadline, then `keepMs` for "recent decisions" and audits. */
+export function recordLifetimeMs(rec: ApprovalRequest, keepMs: number, now = Date.now()): number {
+  return Math.max(1, rec.expiresAt - now) + keepMs;
+}
+
 /** A time-boxed grant: the same statement, agent and database run without a hold until expiresAt. */
 export interface ApprovalGrant {
   id: string;
   by: string;
   expiresAt: number;
+}
+
+/** A new grant by reviewer `by`, for `minutes` from now. */
+export function newGrant(by: string, minutes: number, now = Date.now()): ApprovalGrant {
+  return { id: randomBytes(6).toString('hex'), by, expiresAt: now + minutes * 60_000 };
+}
+
+/** What a grant is scoped to: the database user, the database and the request's fingerprint. */
+export function grantScope(user: string, database: string, fingerprint: string): string {
+  return `${encodeURIComponent(user)}:${encodeURIComponent(database)}:${fingerprint}`;
 }
 
 /**
@@ -218,6 +267,41 @@ export interface ApprovalEvents {
 }
 
 /**
+ * The five plain transitions (TRANSITIONS), the same for both stores: a store supplies only the
+ * atomic step that checks the current state and makes the change.
+ */
+export abstract class ApprovalTransitions {
+  /**
+   * Moves request `id` as `t` says, merging `patch` into the record; rejects with
+   * ApprovalConflict when it is missing or in another state.
+   */
+  protected abstract transition(id: string, t: Transition, patch?: Partial<ApprovalRequest>): Promise<ApprovalRequest>;
+
+  deny(id: string, reviewer: string, reason: string): Promise<ApprovalRequest> {
+    return this.transition(id, 'deny', { verdict: { by: reviewer, at: Date.now(), reason } });
+  }
+
+  /** The deadline passed without a verdict. */
+  expire(id: string): Promise<ApprovalRequest> {
+    return this.transition(id, 'expire');
+  }
+
+  /** The agent cancelled or disconnected. */
+  withdraw(id: string): Promise<ApprovalRequest> {
+    return this.transition(id, 'withdraw');
+  }
+
+  /** The holding instance takes an approved request to run it: succeeds exactly once. */
+  claim(id: string): Promise<ApprovalRequest> {
+    return this.transition(id, 'claim');
+  }
+
+  finish(id: string): Promise<ApprovalRequest> {
+    return this.transition(id, 'finish');
+  }
+}
+
+/**
  * The Redis store's events: `subscriber` is a connection of its own (a subscribed connection
  * can run no other commands), listening on the store's events channel.
  */
@@ -245,10 +329,10 @@ type ScriptFn = (k1: string, k2: string, k3: string, ...args: string[]) => Promi
 function conflictOf(id: string, err: unknown): Error {
   // Redis prefixes a one-word error reply with "ERR ".
   const msg = ((err as Error).message ?? '').replace(/^ERR /, '');
-  if (msg.startsWith('MISSING')) return new ApprovalConflict(id, null, `no approval request ${id}`);
-  if (msg.startsWith('ALREADY')) return new ApprovalConflict(id, 'pending', `request ${id} already has this reviewer's approval`);
+  if (msg.startsWith('MISSING')) return ApprovalConflict.missing(id);
+  if (msg.startsWith('ALREADY')) return ApprovalConflict.alreadyApproved(id);
   const m = /^STATE (\w+)/.exec(msg);
-  if (m) return new ApprovalConflict(id, m[1] as ApprovalState, `request ${id} is ${m[1]}`);
+  if (m) return ApprovalConflict.inState(id, m[1] as ApprovalState);
   return err as Error;
 }
 
@@ -259,7 +343,7 @@ function parse(raw: string): ApprovalRequest {
   return r;
 }
 
-export class RedisApprovalStore implements ApprovalStore {
+export class RedisApprovalStore extends ApprovalTransitions implements ApprovalStore {
   private readonly pendingKey: string;
   private readonly channel: string;
 
@@ -269,6 +353,7 @@ export class RedisApprovalStore implements ApprovalStore {
     /** Finished records are kept this long for "recent decisions" and audits. */
     private readonly keepMs = 24 * 3_600_000,
   ) {
+    super();
     this.pendingKey = `${prefix}:pending`;
     this.channel = `${prefix}:events`;
     const r = redis as unknown as Record<string, unknown>;
@@ -295,8 +380,8 @@ export class RedisApprovalStore implements ApprovalStore {
    * user already has `maxPendingPerUser` pending requests.
    */
   async create(fields: NewApprovalRequest, maxPendingPerUser = Number.MAX_SAFE_INTEGER): Promise<ApprovalRequest> {
-    const rec: ApprovalRequest = { ...fields, id: randomBytes(8).toString('hex'), state: 'pending', createdAt: fields.createdAt ?? Date.now(), approvals: [] };
-    const ttl = Math.max(1, rec.expiresAt - Date.now()) + this.keepMs;
+    const rec = newApprovalRecord(fields);
+    const ttl = recordLifetimeMs(rec, this.keepMs);
     try {
       await this.script('pgwardenCreate')(
         this.key(rec.id), this.pendingKey, this.channel,
@@ -340,7 +425,8 @@ export class RedisApprovalStore implements ApprovalStore {
     return raws.filter((r): r is string => r !== null).map(parse).filter(keep);
   }
 
-  private async transition(id: string, from: ApprovalState[], to: ApprovalState, patch: Partial<ApprovalRequest> = {}): Promise<ApprovalRequest> {
+  protected async transition(id: string, t: Transition, patch: Partial<ApprovalRequest> = {}): Promise<ApprovalRequest> {
+    const { from, to } = TRANSITIONS[t];
     try {
       return parse(await this.script('pgwardenTransition')(this.key(id), this.pendingKey, this.channel, id, from.join(','), to, JSON.stringify(patch), String(Date.now())));
     } catch (err) {
@@ -359,41 +445,17 @@ export class RedisApprovalStore implements ApprovalStore {
     }
   }
 
-  deny(id: string, reviewer: string, reason: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['pending'], 'denied', { verdict: { by: reviewer, at: Date.now(), reason } });
-  }
-
-  /** The deadline passed without a verdict. */
-  expire(id: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['pending'], 'expired');
-  }
-
-  /** The agent cancelled or disconnected. */
-  withdraw(id: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['pending', 'approved'], 'withdrawn');
-  }
-
-  /** The holding instance takes an approved request to run it: succeeds exactly once. */
-  claim(id: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['approved'], 'executing');
-  }
-
-  finish(id: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['executing'], 'done');
-  }
-
   // ---- grants: the same statement for the same agent and database, for N minutes ----
 
   private grantKey(user: string, database: string, fingerprint: string): string {
-    return `${this.prefix}:grant:${encodeURIComponent(user)}:${encodeURIComponent(database)}:${fingerprint}`;
+    return `${this.prefix}:grant:${grantScope(user, database, fingerprint)}`;
   }
 
   /** Records a time-boxed grant; it expires by itself (Redis key TTL). */
   async grant(user: string, database: string, fingerprint: string, minutes: number, by: string): Promise<{ id: string; expiresAt: number }> {
-    const id = randomBytes(6).toString('hex');
-    const expiresAt = Date.now() + minutes * 60_000;
-    await this.redis.set(this.grantKey(user, database, fingerprint), JSON.stringify({ id, by, expiresAt }), 'PX', minutes * 60_000);
-    return { id, expiresAt };
+    const g = newGrant(by, minutes);
+    await this.redis.set(this.grantKey(user, database, fingerprint), JSON.stringify(g), 'PX', minutes * 60_000);
+    return { id: g.id, expiresAt: g.expiresAt };
   }
 
   /** A live grant for exactly this agent, database and statement, if any. */

@@ -7,8 +7,9 @@ import type { Config } from '../config/schema.js';
 import { splitHostPort } from '../config/load.js';
 import { approvalExposureProblem, approvalsEnabled } from '../config/startup-checks.js';
 import type { Logger } from '../logger.js';
+import type { Policy } from '../policy/policy.js';
 import type { RequestJudge } from '../session/decision.js';
-import { ApprovalGate, type ApprovalAudit } from './approval-gate.js';
+import { ApprovalGate, approvalEnded, type ApprovalAudit } from './approval-gate.js';
 import { startApprovalHttp, type ApprovalHttp } from './approval-http.js';
 import { RedisApprovalStore, redisApprovalEvents, type ApprovalEvents, type ApprovalStore } from './approval-store.js';
 import { MemoryApprovalStore } from './memory-approval-store.js';
@@ -75,11 +76,10 @@ async function openBackend(config: Config, log: Logger): Promise<StoreBackend> {
     const store = memoryStoreOf(config);
     return { store, events: store.events(), close: () => {} };
   }
-  if (config.redisUrl === undefined) {
-    throw new Error('approvals need Redis (redisUrl), or approval.store: memory for a single process (workers: 1)');
-  }
-  const redis = auditRedis(config.redisUrl, log);
-  const subscriber = subscriberRedis(config.redisUrl);
+  // Approvals are started only when approvalsEnabled(config): without the memory store, redisUrl is set.
+  const url = config.redisUrl!;
+  const redis = auditRedis(url, log);
+  const subscriber = subscriberRedis(url);
   await Promise.all([waitReady(redis, 3000), waitReady(subscriber, 3000)]);
   const store = new RedisApprovalStore(redis, config.approval.redisPrefix, config.approval.keepHours * 3_600_000);
   return { store, events: redisApprovalEvents(subscriber, store.eventsChannel), close: () => redis.disconnect() };
@@ -89,8 +89,13 @@ export interface Holder {
   metrics: ApprovalMetrics;
   /** The page's real address once its listener is bound (listen port 0). */
   usePageUrl(url: string): void;
-  /** Wraps the policy judge with the approval gate. */
-  wrap(inner: RequestJudge, audit: ApprovalAudit | null, rulesVersion: () => string): RequestJudge;
+  /**
+   * Wraps the policy judge with the approval gate. `rules` is the rules store in force: its
+   * masking rules tell reviewers which PII columns a held statement touches (without it, none
+   * are shown).
+   */
+  /** The gate in front of `inner`; `rules` is the snapshot in force (its version and masked columns go to reviewers). */
+  wrap(inner: RequestJudge, audit: ApprovalAudit | null, rules: { readonly current: Pick<Policy, 'masking' | 'version'> }): RequestJudge;
   close(): Promise<void>;
 }
 
@@ -108,7 +113,7 @@ export async function startHolder(config: Config, log: Logger, instance: string)
     usePageUrl: (url) => {
       page = url;
     },
-    wrap: (inner, audit, rulesVersion) =>
+    wrap: (inner, audit, rules) =>
       new ApprovalGate(inner, {
         store,
         waiter,
@@ -120,7 +125,8 @@ export async function startHolder(config: Config, log: Logger, instance: string)
         timeoutSeconds: config.approval.timeoutSeconds,
         maxPendingPerUser: config.approval.maxPendingPerUser,
         pageUrl: () => page,
-        rulesVersion,
+        rulesVersion: () => rules.current.version,
+        masking: () => rules.current.masking,
         log,
       }),
     close: async () => {
@@ -174,7 +180,7 @@ export async function startReviewServer(
       async (ids) => {
         for (const id of ids) {
           const r = await store.expire(id).catch(() => null);
-          if (r) opts.audit?.note({ type: 'approval.expired', session: r.session, approvalId: r.id, rule: r.rule, statements: r.statements, waitMs: Date.now() - r.createdAt });
+          if (r) opts.audit?.note(approvalEnded('approval.expired', r));
         }
       },
       () => undefined,

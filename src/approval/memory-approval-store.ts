@@ -1,7 +1,12 @@
-import { randomBytes } from 'node:crypto';
 import {
   ApprovalCapReached,
   ApprovalConflict,
+  ApprovalTransitions,
+  grantScope,
+  newApprovalRecord,
+  newGrant,
+  recordLifetimeMs,
+  TRANSITIONS,
   type ApprovalEvent,
   type ApprovalEvents,
   type ApprovalGrant,
@@ -9,6 +14,7 @@ import {
   type ApprovalState,
   type ApprovalStore,
   type NewApprovalRequest,
+  type Transition,
 } from './approval-store.js';
 
 /**
@@ -35,16 +41,16 @@ interface Stored {
   dropAt: number;
   /** Present while pending: its deadline (the score in the pending sorted sets). */
   pendingUntil?: number;
+  /** Present once it left `pending`: its last transition (the score in the recent sorted set). */
+  recentAt?: number;
   user: string;
 }
 
 /** At most this often, create() drops records and grants whose time is up. */
 const SWEEP_MS = 60_000;
 
-export class MemoryApprovalStore implements ApprovalStore {
+export class MemoryApprovalStore extends ApprovalTransitions implements ApprovalStore {
   private readonly records = new Map<string, Stored>();
-  /** Request id → when it left `pending` (last transition time), for "recent decisions". */
-  private readonly recentAt = new Map<string, number>();
   private readonly grants = new Map<string, ApprovalGrant>();
   private readonly listeners = new Set<(event: ApprovalEvent) => void>();
   private lastSweep = Date.now();
@@ -52,7 +58,9 @@ export class MemoryApprovalStore implements ApprovalStore {
   constructor(
     /** Finished records are kept this long for "recent decisions" and audits. */
     private readonly keepMs = 24 * 3_600_000,
-  ) {}
+  ) {
+    super();
+  }
 
   /** A fresh subscription to this store's changes (one per waiter or page hub; close() ends it). */
   events(): ApprovalEvents {
@@ -90,7 +98,6 @@ export class MemoryApprovalStore implements ApprovalStore {
     if (!s) return null;
     if (now >= s.dropAt) {
       this.records.delete(id);
-      this.recentAt.delete(id);
       return null;
     }
     return s;
@@ -107,14 +114,14 @@ export class MemoryApprovalStore implements ApprovalStore {
     s.json = JSON.stringify(rec);
     if (rec.state !== 'pending') {
       delete s.pendingUntil;
-      this.recentAt.set(rec.id, now);
+      s.recentAt = now;
     }
   }
 
   async create(fields: NewApprovalRequest, maxPendingPerUser = Number.MAX_SAFE_INTEGER): Promise<ApprovalRequest> {
     const now = Date.now();
     this.sweep(now);
-    const rec: ApprovalRequest = { ...fields, id: randomBytes(8).toString('hex'), state: 'pending', createdAt: fields.createdAt ?? now, approvals: [] };
+    const rec = newApprovalRecord(fields, now);
     const user = rec.session.user;
     // As the Redis store: only this user's pending requests still inside their deadline count.
     let n = 0;
@@ -123,7 +130,7 @@ export class MemoryApprovalStore implements ApprovalStore {
     }
     if (n >= maxPendingPerUser) throw new ApprovalCapReached(n);
     const json = JSON.stringify(rec);
-    this.records.set(rec.id, { json, dropAt: now + Math.max(1, rec.expiresAt - now) + this.keepMs, pendingUntil: rec.expiresAt, user });
+    this.records.set(rec.id, { json, dropAt: now + recordLifetimeMs(rec, this.keepMs, now), pendingUntil: rec.expiresAt, user });
     this.publish(rec.id, 'pending');
     return JSON.parse(json) as ApprovalRequest;
   }
@@ -152,22 +159,23 @@ export class MemoryApprovalStore implements ApprovalStore {
 
   async recent(limit = 50): Promise<ApprovalRequest[]> {
     const since = Date.now() - this.keepMs;
-    const ids = [...this.recentAt].filter(([, at]) => at >= since).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? 1 : -1));
-    const out: ApprovalRequest[] = [];
-    for (const [id] of ids.slice(0, limit)) {
-      const s = this.live(id);
-      if (s) out.push(JSON.parse(s.json) as ApprovalRequest);
+    const out: { at: number; id: string; s: Stored }[] = [];
+    for (const [id, s] of this.records) {
+      if (s.recentAt !== undefined && s.recentAt >= since && this.live(id)) out.push({ at: s.recentAt, id, s });
     }
-    return out;
+    return out
+      .sort((a, b) => b.at - a.at || (a.id < b.id ? 1 : -1))
+      .slice(0, limit)
+      .map((x) => JSON.parse(x.s.json) as ApprovalRequest);
   }
 
-  /** The state change every transition but approve() makes; `patch` is merged into the record. */
-  private async transition(id: string, from: ApprovalState[], to: ApprovalState, patch: Partial<ApprovalRequest> = {}): Promise<ApprovalRequest> {
+  protected async transition(id: string, t: Transition, patch: Partial<ApprovalRequest> = {}): Promise<ApprovalRequest> {
+    const { from, to } = TRANSITIONS[t];
     const now = Date.now();
     const s = this.live(id, now);
-    if (!s) throw new ApprovalConflict(id, null, `no approval request ${id}`);
+    if (!s) throw ApprovalConflict.missing(id);
     const rec = JSON.parse(s.json) as ApprovalRequest;
-    if (!from.includes(rec.state)) throw new ApprovalConflict(id, rec.state, `request ${id} is ${rec.state}`);
+    if (!(from as readonly ApprovalState[]).includes(rec.state)) throw ApprovalConflict.inState(id, rec.state);
     const next: ApprovalRequest = { ...rec, ...patch, state: to };
     this.save(s, next, now);
     this.publish(id, to);
@@ -177,11 +185,11 @@ export class MemoryApprovalStore implements ApprovalStore {
   async approve(id: string, reviewer: string, reason?: string, grantMinutes?: number): Promise<ApprovalRequest> {
     const now = Date.now();
     const s = this.live(id, now);
-    if (!s) throw new ApprovalConflict(id, null, `no approval request ${id}`);
+    if (!s) throw ApprovalConflict.missing(id);
     const rec = JSON.parse(s.json) as ApprovalRequest;
-    if (rec.state !== 'pending') throw new ApprovalConflict(id, rec.state, `request ${id} is ${rec.state}`);
-    if (now >= rec.expiresAt) throw new ApprovalConflict(id, 'expired', `request ${id} is expired`);
-    if (rec.approvals.some((a) => a.reviewer === reviewer)) throw new ApprovalConflict(id, 'pending', `request ${id} already has this reviewer's approval`);
+    if (rec.state !== 'pending') throw ApprovalConflict.inState(id, rec.state);
+    if (now >= rec.expiresAt) throw ApprovalConflict.inState(id, 'expired');
+    if (rec.approvals.some((a) => a.reviewer === reviewer)) throw ApprovalConflict.alreadyApproved(id);
     rec.approvals.push({ reviewer, at: now, ...(reason ? { reason } : {}) });
     if (rec.approvals.length >= rec.required) {
       rec.state = 'approved';
@@ -192,39 +200,14 @@ export class MemoryApprovalStore implements ApprovalStore {
     return JSON.parse(s.json) as ApprovalRequest;
   }
 
-  deny(id: string, reviewer: string, reason: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['pending'], 'denied', { verdict: { by: reviewer, at: Date.now(), reason } });
-  }
-
-  expire(id: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['pending'], 'expired');
-  }
-
-  withdraw(id: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['pending', 'approved'], 'withdrawn');
-  }
-
-  claim(id: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['approved'], 'executing');
-  }
-
-  finish(id: string): Promise<ApprovalRequest> {
-    return this.transition(id, ['executing'], 'done');
-  }
-
-  private grantKey(user: string, database: string, fingerprint: string): string {
-    return `${encodeURIComponent(user)}:${encodeURIComponent(database)}:${fingerprint}`;
-  }
-
   async grant(user: string, database: string, fingerprint: string, minutes: number, by: string): Promise<{ id: string; expiresAt: number }> {
-    const id = randomBytes(6).toString('hex');
-    const expiresAt = Date.now() + minutes * 60_000;
-    this.grants.set(this.grantKey(user, database, fingerprint), { id, by, expiresAt });
-    return { id, expiresAt };
+    const g = newGrant(by, minutes);
+    this.grants.set(grantScope(user, database, fingerprint), g);
+    return { id: g.id, expiresAt: g.expiresAt };
   }
 
   async findGrant(user: string, database: string, fingerprint: string): Promise<ApprovalGrant | null> {
-    const key = this.grantKey(user, database, fingerprint);
+    const key = grantScope(user, database, fingerprint);
     const g = this.grants.get(key);
     if (!g) return null;
     if (Date.now() >= g.expiresAt) {

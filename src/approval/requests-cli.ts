@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { ApprovalRequest } from './approval-store.js';
 import { pageUrl } from './build-approvals.js';
+import { terminalSafe } from '../terminal-text.js';
 import { newReviewerToken } from './reviewer-auth.js';
 
 /**
@@ -11,7 +12,7 @@ import { newReviewerToken } from './reviewer-auth.js';
  *
  * The token comes from PGWARDEN_REVIEWER_TOKEN only: a flag would show in `ps` and shell history.
  */
-export const REQUESTS_USAGE = `Usage:
+const REQUESTS_USAGE = `Usage:
   pgwarden requests [--status pending|recent] [--json]   list approval requests
   pgwarden approve <id> [--reason TEXT] [--grant-minutes N]
   pgwarden deny <id> --reason TEXT
@@ -27,10 +28,6 @@ interface Out {
 
 const stdio: Out = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
-/** Agent-controlled text must not drive the reviewer's terminal (escape sequences, fake lines). */
-function clean(s: string): string {
-  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ');
-}
 
 function duration(ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000));
@@ -40,11 +37,11 @@ function duration(ms: number): string {
 function describe(r: ApprovalRequest, now: number): string {
   const when = r.state === 'pending' ? `expires in ${duration(r.expiresAt - now)}` : r.verdict ? `by ${r.verdict.by}${r.verdict.reason ? `: ${r.verdict.reason}` : ''}` : '';
   const lines = [
-    `${r.id}  ${r.state.padEnd(9)} ${clean(r.session.user)}@${clean(r.session.database)} (${clean(r.session.application) || 'no application_name'}, ${clean(r.session.client)})`,
-    `  rule ${clean(r.rule)}: ${clean(r.reason)}`,
-    ...r.statements.slice(0, 3).map((s) => `  > ${clean(s.text).slice(0, 200)}`),
-    `  kinds ${r.kinds.join(', ') || '-'}; tables ${r.tables.map(clean).join(', ') || '-'}${r.estimatedRows !== undefined ? `; ~${r.estimatedRows} rows` : ''}`,
-    `  waiting ${duration(now - r.createdAt)}, ${clean(when)}; approvals ${r.approvals.length}/${r.required}${r.reviewerGroups.length ? ` from ${r.reviewerGroups.map(clean).join(' or ')}` : ''}`,
+    `${r.id}  ${r.state.padEnd(9)} ${terminalSafe(r.session.user)}@${terminalSafe(r.session.database)} (${terminalSafe(r.session.application) || 'no application_name'}, ${terminalSafe(r.session.client)})`,
+    `  rule ${terminalSafe(r.rule)}: ${terminalSafe(r.reason)}`,
+    ...r.statements.slice(0, 3).map((s) => `  > ${terminalSafe(s.text).slice(0, 200)}`),
+    `  kinds ${r.kinds.join(', ') || '-'}; tables ${r.tables.map(terminalSafe).join(', ') || '-'}${r.estimatedRows !== undefined ? `; ~${r.estimatedRows} rows` : ''}`,
+    `  waiting ${duration(now - r.createdAt)}, ${terminalSafe(when)}; approvals ${r.approvals.length}/${r.required}${r.reviewerGroups.length ? ` from ${r.reviewerGroups.map(terminalSafe).join(' or ')}` : ''}`,
   ];
   return lines.join('\n') + '\n';
 }
@@ -143,6 +140,6 @@ export async function requestsCommand(command: string, args: string[], io: Out =
 }
 
 function failed(io: Out, command: string, r: { status: number; json: { error?: string } }): number {
-  io.err(`pgwarden ${command}: ${r.status}: ${clean(r.json.error ?? 'request failed')}\n`);
+  io.err(`pgwarden ${command}: ${r.status}: ${terminalSafe(r.json.error ?? 'request failed')}\n`);
   return 1;
 }

@@ -30,7 +30,8 @@ export class DeskError extends Error {
   }
 }
 
-const MAX_REASON = 500;
+/** The longest reason a reviewer may give (after trimming); the page's reason field is limited to it too. */
+export const MAX_REASON = 500;
 
 export interface DeskOptions {
   store: ApprovalStore;

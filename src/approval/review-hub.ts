@@ -1,8 +1,7 @@
-import type { IncomingMessage } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '../logger.js';
 import type { ApprovalEvent, ApprovalEvents, ApprovalStore } from './approval-store.js';
-import type { Reviewer, ReviewerAuth } from './reviewer-auth.js';
+import type { ReviewerAuth } from './reviewer-auth.js';
 
 /**
  * The live feed behind the approval page (docs/approvals-api.md, "WebSocket /ws").
@@ -21,8 +20,12 @@ const PING_MS = 25_000;
 const MAX_CLIENT_MESSAGE = 16 * 1024;
 
 interface Member {
-  reviewer: Reviewer;
   alive: boolean;
+  /**
+   * Pushes that came while this socket's snapshot was being read: sent after the snapshot,
+   * which the page takes as the whole truth and would otherwise let hide them. Null once sent.
+   */
+  held: string[] | null;
 }
 
 export class ReviewHub {
@@ -36,17 +39,12 @@ export class ReviewHub {
     private readonly events: ApprovalEvents,
     private readonly log: Logger,
   ) {
-    this.wss.on('connection', (ws: WebSocket, req: IncomingMessage) => this.onConnection(ws, req));
+    this.wss.on('connection', (ws: WebSocket) => this.onConnection(ws));
     void events.subscribe((event) => void this.onEvent(event)).catch((err: unknown) => log.warn({ message: (err as Error).message }, 'approval events subscription failed'));
     this.ping = setInterval(() => this.heartbeat(), PING_MS).unref();
   }
 
-  /** Authenticated sockets (metrics, tests). */
-  get size(): number {
-    return this.members.size;
-  }
-
-  private onConnection(ws: WebSocket, _req: IncomingMessage): void {
+  private onConnection(ws: WebSocket): void {
     ws.on('error', () => ws.terminate());
     const timer = setTimeout(() => ws.close(4401, 'authentication required'), AUTH_TIMEOUT_MS);
     ws.once('message', (data, isBinary) => {
@@ -79,7 +77,8 @@ export class ReviewHub {
       const m = this.members.get(ws);
       if (m) m.alive = true;
     });
-    this.members.set(ws, { reviewer, alive: true });
+    const member: Member = { alive: true, held: [] };
+    this.members.set(ws, member);
     this.send(ws, { type: 'hello', reviewer: { name: reviewer.name, groups: reviewer.groups, via: reviewer.via }, now: Date.now() });
     try {
       const [pending, recent] = await Promise.all([this.store.pending(), this.store.recent()]);
@@ -87,7 +86,12 @@ export class ReviewHub {
     } catch (err) {
       this.log.warn({ message: (err as Error).message }, 'approval snapshot failed (Redis unreachable?)');
       ws.close(1011, 'approval store unavailable');
+      return;
     }
+    // A held push may be older than the snapshot; the page never moves a request back a state.
+    const held = member.held ?? [];
+    member.held = null;
+    for (const text of held) if (ws.readyState === ws.OPEN) ws.send(text);
   }
 
   private async onEvent(event: ApprovalEvent): Promise<void> {
@@ -95,7 +99,10 @@ export class ReviewHub {
     const request = await this.store.get(event.id).catch(() => null);
     if (!request) return;
     const text = JSON.stringify({ type: 'request', now: Date.now(), request });
-    for (const ws of this.members.keys()) if (ws.readyState === ws.OPEN) ws.send(text);
+    for (const [ws, m] of this.members) {
+      if (m.held) m.held.push(text);
+      else if (ws.readyState === ws.OPEN) ws.send(text);
+    }
   }
 
   private send(ws: WebSocket, msg: unknown): void {

@@ -9,7 +9,8 @@ import type { ApprovalEvent, ApprovalEvents } from './approval-store.js';
  * A notification only says "look again"; the store's record is the truth. Pub/sub loses
  * messages while the subscriber reconnects, so holders also look again every `pollMs`.
  */
-export type WakeReason = 'changed' | 'poll' | 'deadline' | 'aborted';
+/** Why a holder woke: its request changed, the poll interval or the deadline came, or the agent left. */
+export type WakeReason = 'changed' | 'timeout' | 'aborted';
 
 export class VerdictWaiter {
   private readonly waiting = new Map<string, Set<() => void>>();
@@ -37,8 +38,8 @@ export class VerdictWaiter {
   }
 
   /**
-   * Waits until request `id` changes, the poll interval passes, `deadline` (ms since the
-   * epoch) is reached, or `signal` aborts; says which.
+   * Waits until request `id` changes, the poll interval passes or `deadline` (ms since the
+   * epoch) is reached ('timeout'), or `signal` aborts; says which.
    */
   next(id: string, deadline: number, signal: AbortSignal): Promise<WakeReason> {
     if (signal.aborted) return Promise.resolve('aborted');
@@ -46,7 +47,6 @@ export class VerdictWaiter {
       let set = this.waiting.get(id);
       if (!set) this.waiting.set(id, (set = new Set()));
       const holders = set;
-      const untilDeadline = deadline - Date.now();
       const done = (reason: WakeReason): void => {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
@@ -56,7 +56,7 @@ export class VerdictWaiter {
       };
       const onAbort = () => done('aborted');
       const wake = () => done('changed');
-      const timer = setTimeout(() => done(untilDeadline <= this.pollMs ? 'deadline' : 'poll'), Math.max(0, Math.min(this.pollMs, untilDeadline)));
+      const timer = setTimeout(() => done('timeout'), Math.max(0, Math.min(this.pollMs, deadline - Date.now())));
       holders.add(wake);
       signal.addEventListener('abort', onAbort, { once: true });
     });

@@ -7,7 +7,7 @@ import { BUNDLED_RULES_DIR } from '../policy/build-judge.js';
  * shipped function denials as they are, plus a policy and masking rules for the demo schema.
  * They are hot-reloaded like any rules directory, so a user can edit them while the demo runs.
  */
-export const DEMO_POLICY = `# pgwarden demo policy (README.md, "Rules"). Edit and save: reloaded at once.
+const DEMO_POLICY = `# pgwarden demo policy (README.md, "Rules"). Edit and save: reloaded at once.
 policy:
   default: allow          # ordinary reads and writes
   unanalysable: review    # DO blocks, CALL, function bodies
@@ -46,7 +46,7 @@ policy:
       action: review
 `;
 
-export const DEMO_MASKING = `# Columns masked in every result an agent receives (README.md, "Masking").
+const DEMO_MASKING = `# Columns masked in every result an agent receives (README.md, "Masking").
 masking:
   - table: public.customers
     columns:

@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { newReviewerToken, hashReviewerToken } from '../approval/reviewer-auth.js';
+import { resolveAuditKey } from '../audit/build-audit.js';
 import { splitHostPort } from '../config/load.js';
 import { configSchema, type Config } from '../config/schema.js';
 import { createLogger } from '../logger.js';
@@ -24,7 +24,7 @@ import { SEED_SQL } from './seed.js';
  * stay in memory either way (one process). The demo reads no PGWARDEN_* settings otherwise: it
  * must not pick up a real deployment's upstream or rules.
  */
-export const DEMO_USAGE = `Usage: pgwarden demo [options]
+const DEMO_USAGE = `Usage: pgwarden demo [options]
 
 Starts an embedded PostgreSQL (PGlite) with a sample shop database full of PII, pgwarden in
 front of it with example rules (masking, review, deny), the approval page with a fresh reviewer
@@ -44,7 +44,6 @@ const REVIEWER = 'demo-reviewer';
 const AUDIT_STREAM = 'pgwarden-demo:audit';
 /** Ctrl-C should not wait half a minute for a held statement; the demo has nothing long-running. */
 const SHUTDOWN_GRACE_MS = 2000;
-const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/;
 
 interface DemoOptions {
   listen: string;
@@ -83,6 +82,12 @@ function parseOptions(args: string[], env: NodeJS.ProcessEnv): DemoOptions | 'he
     throw new DemoUsageError((err as Error).message);
   }
   if (values.help) return 'help';
+  // Checked before anything starts, with the configuration's own host:port rule.
+  const hostPort = configSchema.shape.listen;
+  for (const flag of ['listen', 'approval-listen', 'db-listen'] as const) {
+    const checked = hostPort.safeParse(values[flag]);
+    if (!checked.success) throw new DemoUsageError(`--${flag}: ${checked.error.issues.map((i) => i.message).join('; ')}, got "${values[flag]}"`);
+  }
   const redisSources: [string, string | undefined][] = [
     ['--redis', values.redis],
     ['REDIS_URL', env.REDIS_URL],
@@ -180,16 +185,14 @@ function banner(o: {
 
 /**
  * With Redis the chain key must be configured (README "Audit log"): PGWARDEN_AUDIT_KEY when set,
- * else one generated into the demo directory (reused when --dir keeps it), where the printed
- * `audit tail` command reads it. The journal generates and keeps its own key.
+ * else the key file of the demo's journal directory, generated on first use (reused when --dir
+ * keeps it) exactly as `pgwarden start` makes a journal's key, where the printed `audit tail`
+ * command reads it. Without Redis the journal generates and keeps that same key itself.
  */
 function redisAuditKey(env: NodeJS.ProcessEnv, auditDir: string): { key: string; generated: boolean } {
   if (env.PGWARDEN_AUDIT_KEY) return { key: env.PGWARDEN_AUDIT_KEY, generated: false };
-  const file = path.join(auditDir, 'audit.key');
-  if (existsSync(file)) return { key: readFileSync(file, 'utf8').trim(), generated: true };
-  const key = randomBytes(32).toString('base64url');
-  writeFileSync(file, `${key}\n`, { mode: 0o600 });
-  return { key, generated: true };
+  const journalOnly = configSchema.parse({ audit: { journalDir: auditDir } });
+  return { key: resolveAuditKey(journalOnly, { generate: true }).toString('utf8'), generated: true };
 }
 
 /** The audit location, and the command that reads it. */
@@ -257,7 +260,6 @@ export async function demoCommand(args: string[], env: NodeJS.ProcessEnv = proce
     // A kept directory keeps the user's edits to its rules from one run to the next.
     if (!existsSync(dirs.rules)) writeDemoRules(dirs.rules);
     const auditKey = o.redisUrl ? redisAuditKey(env, dirs.audit) : undefined;
-    if (!HOST_PORT.test(o.dbListen)) throw new DemoUsageError(`--db-listen: expected host:port, got "${o.dbListen}"`);
     const dbAt = splitHostPort(o.dbListen);
     out('pgwarden demo: starting the embedded PostgreSQL (PGlite) and loading the sample data ...\n');
     db = await startEmbeddedPostgres({ host: dbAt.host, port: dbAt.port, seed: SEED_SQL });

@@ -23,16 +23,17 @@ export interface EmbeddedOptions {
   port: number;
   /** SQL run once before the server accepts connections. */
   seed: string;
-  /** Concurrent connections the multiplexer accepts. */
-  maxConnections?: number;
 }
+
+/** Concurrent connections the multiplexer accepts (psql sessions, pgwarden's catalog connection). */
+const MAX_CONNECTIONS = 100;
 
 export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<EmbeddedPostgres> {
   const [{ PGlite }, { PGLiteSocketServer }] = await Promise.all([import('@electric-sql/pglite'), import('@electric-sql/pglite-socket')]);
   const db = await PGlite.create();
   try {
     await db.exec(opts.seed);
-    const server = new PGLiteSocketServer({ db, host: opts.host, port: opts.port, maxConnections: opts.maxConnections ?? 100 });
+    const server = new PGLiteSocketServer({ db, host: opts.host, port: opts.port, maxConnections: MAX_CONNECTIONS });
     // Its 'error' events (a client that vanished mid-message) are no reason to stop the demo.
     server.addEventListener('error', () => {});
     await server.start();

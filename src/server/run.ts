@@ -70,7 +70,7 @@ async function buildJudge(
   const key = maskingKey(config, log);
   const inner = (a: ApprovalAudit | null): RequestJudge => {
     const masking = new MaskingJudge(policyJudge, { policy: rules, catalog, key, audit: a, log });
-    return holder ? holder.wrap(masking, a, () => rules.current.version) : masking;
+    return holder ? holder.wrap(masking, a, rules) : masking;
   };
   const audit = await withAudit(config, inner, rules, log, workerId);
   const agents = config.identity.mode === 'agents' ? new AgentDirectory(rules, config.identity, log, createHmac('sha256', key).update('pgwarden scram mock salt v1').digest()) : undefined;

@@ -47,6 +47,25 @@ policy:
       action: deny
 `;
 
+/**
+ * APPROVAL_RULES plus masking: `public.pii_people` has two masked columns (the user pii_exempt
+ * sees raw values), and any statement naming it is held for review.
+ */
+export const MASKED_APPROVAL_RULES = `${APPROVAL_RULES}    - name: pii-people
+      description: statements on pii_people are reviewed
+      match: { relations: [pii_people] }
+      action: review
+masking:
+  - table: public.pii_people
+    columns:
+      email: partial_email
+      ssn: redact
+    exempt: [pii_exempt]
+`;
+
+/** The table MASKED_APPROVAL_RULES masks (create it in the test database). */
+export const PII_PEOPLE_DDL = 'CREATE TABLE pii_people (id int, name text, email text, ssn text)';
+
 export interface TestReviewer {
   name: string;
   token: string;

@@ -3,7 +3,8 @@ import type { Duplex } from 'node:stream';
 import pg from 'pg';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { agent, callApi, heldId, REVIEWERS, startApprovalInstance, type ApprovalInstance } from '../helpers/approvals.js';
+import { MAX_REASON } from '../../src/approval/review-desk.js';
+import { agent, callApi, heldId, MASKED_APPROVAL_RULES, PII_PEOPLE_DDL, REVIEWERS, startApprovalInstance, type ApprovalInstance } from '../helpers/approvals.js';
 import { createTestDatabase, directClient } from '../helpers/proxy.js';
 import { startTestRedis, type TestRedis } from '../helpers/redis-server.js';
 
@@ -37,8 +38,9 @@ beforeAll(async () => {
   const c = directClient(db.name);
   await c.connect();
   await c.query('CREATE TABLE some_table (id int)');
+  await c.query(PII_PEOPLE_DDL);
   await c.end();
-  inst = await startApprovalInstance(redis.url);
+  inst = await startApprovalInstance(redis.url, { rules: MASKED_APPROVAL_RULES });
   // Registered after the server's own listener: the hub has accepted the socket when this runs.
   inst.review!.http.server.on('upgrade', (_req, socket: Duplex) => {
     if (refuseWebSockets) {
@@ -322,6 +324,49 @@ describe('the approval page in a browser', () => {
 
     await callApi(inst.api, alice.token, 'POST', `/api/requests/${id}/deny`, { reason: 'cleanup' });
     await running.promise.catch(() => undefined);
+    await item.waitFor({ state: 'detached' });
+  });
+
+  it('names the PII columns a held statement reads (the masked columns, never a value)', async () => {
+    const { page } = await signedIn(alice.token);
+    const a = await newAgent();
+    const running = watch(a.query("SELECT name FROM pii_people WHERE ssn = 'page-pii-secret'"));
+    const id = await heldId(a);
+    const item = card(page, id);
+    await item.waitFor();
+    const pii = item.locator('dt:text-is("PII columns") + dd');
+    await expect(pii.locator('code').allTextContents()).resolves.toEqual(['public.pii_people.email', 'public.pii_people.ssn']);
+    await expect(pii.textContent()).resolves.toMatch(/^Personal data: /);
+    expect(await page.evaluate(() => document.documentElement.outerHTML)).not.toContain('page-pii-secret');
+
+    await callApi(inst.api, alice.token, 'POST', `/api/requests/${id}/deny`, { reason: 'cleanup' });
+    await running.promise.catch(() => undefined);
+    await item.waitFor({ state: 'detached' });
+  });
+
+  it('the reason field takes as many characters as the server accepts, and no more', async () => {
+    const { page } = await signedIn(bob.token);
+    const a = await newAgent();
+    const running = watch(a.query('DROP TABLE some_table'));
+    const id = await heldId(a);
+    const item = card(page, id);
+    await item.waitFor();
+    const reason = item.locator('[data-field="reason"]');
+    expect(await reason.evaluate((el) => (el as HTMLInputElement).maxLength)).toBe(MAX_REASON);
+
+    // The longest reason the page lets a reviewer type goes through.
+    const longest = 'r'.repeat(MAX_REASON);
+    await reason.fill(longest);
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.url() === `${inst.api}/api/requests/${id}/deny`),
+      item.locator('[data-action="deny"]').click(),
+    ]);
+    expect(response.status()).toBe(200);
+    const err = (await running.promise.then(
+      () => expect.fail('the denied statement ran'),
+      (e: unknown) => e,
+    )) as pg.DatabaseError;
+    expect(err.message).toContain(longest);
     await item.waitFor({ state: 'detached' });
   });
 

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, directClient } from '../helpers/proxy.js';
 import { startTestRedis, type TestRedis } from '../helpers/redis-server.js';
-import { agent, callApi, heldId, readAudit, REVIEWERS, startApprovalInstance, until, type ApprovalInstance } from '../helpers/approvals.js';
+import { agent, callApi, heldId, MASKED_APPROVAL_RULES, PII_PEOPLE_DDL, readAudit, REVIEWERS, startApprovalInstance, until, type ApprovalInstance } from '../helpers/approvals.js';
 
 /**
  * Held statements end to end: real PostgreSQL, a redis-server of the test's own, node-postgres
@@ -18,8 +18,9 @@ beforeAll(async () => {
   const c = directClient(db.name);
   await c.connect();
   await c.query('CREATE TABLE payroll (id int, amount int); CREATE TABLE ledger (id int); CREATE TABLE notes (id int)');
+  await c.query(PII_PEOPLE_DDL);
   await c.end();
-  inst = await startApprovalInstance(redis.url);
+  inst = await startApprovalInstance(redis.url, { rules: MASKED_APPROVAL_RULES });
 });
 
 afterAll(async () => {
@@ -217,5 +218,35 @@ describe('withdrawal', () => {
     const pending = await callApi(inst.api, alice.token, 'GET', '/api/requests?status=pending');
     expect(pending.json.requests.map((r: { id: string }) => r.id)).not.toContain(id);
     expect(await tableExists('ledger')).toBe(true);
+  });
+});
+
+describe('what reviewers see of personal data', () => {
+  it('a held read or COPY of a masked table lists its masked columns (names only, no values)', async () => {
+    const a = await agent(inst.url(db.name));
+    for (const sql of ["SELECT name FROM pii_people WHERE email = 'pii-secret@example.com'", 'COPY public.pii_people TO STDOUT']) {
+      const running = a.query(sql).catch((e: unknown) => e as pg.DatabaseError);
+      const id = await heldId(a);
+      const view = await callApi(inst.api, alice.token, 'GET', `/api/requests/${id}`);
+      expect(view.status).toBe(200);
+      expect(view.json.rule).toBe('pii-people');
+      expect(view.json.piiColumns).toEqual(['public.pii_people.email', 'public.pii_people.ssn']);
+      const listed = await callApi(inst.api, alice.token, 'GET', '/api/requests?status=pending');
+      expect(listed.json.requests.find((r: { id: string }) => r.id === id).piiColumns).toEqual(['public.pii_people.email', 'public.pii_people.ssn']);
+      expect(JSON.stringify(view.json)).not.toContain('pii-secret');
+      await callApi(inst.api, alice.token, 'POST', `/api/requests/${id}/deny`, { reason: 'not today' });
+      expect(((await running) as pg.DatabaseError).code).toBe('42501');
+    }
+    await a.end();
+  });
+
+  it('a held statement on other tables lists none', async () => {
+    const a = await agent(inst.url(db.name));
+    const running = a.query('CREATE TABLE pii_free (id int)').catch((e: unknown) => e as pg.DatabaseError);
+    const id = await heldId(a);
+    expect((await callApi(inst.api, alice.token, 'GET', `/api/requests/${id}`)).json.piiColumns).toEqual([]);
+    await callApi(inst.api, alice.token, 'POST', `/api/requests/${id}/deny`, { reason: 'not today' });
+    await running;
+    await a.end();
   });
 });

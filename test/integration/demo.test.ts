@@ -210,6 +210,15 @@ describe('pgwarden demo: start-up problems', () => {
     }
   }, 60_000);
 
+  it('rejects a malformed address with exit 2 before starting anything', async () => {
+    for (const flag of ['--listen', '--db-listen']) {
+      const r = await run(process.execPath, [CLI, 'demo', flag, 'localhost'], { cwd: ROOT, env: demoEnv(), timeoutMs: 30_000 });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${flag}: expected host:port`);
+      expect(r.stdout).not.toContain('starting the embedded PostgreSQL');
+    }
+  });
+
   it('rejects an unknown option with exit 2 and the usage', async () => {
     const r = await run(process.execPath, [CLI, 'demo', '--bogus'], { cwd: ROOT, env: demoEnv(), timeoutMs: 30_000 });
     expect(r.code).toBe(2);
