@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import os from 'node:os';
 import { Redis } from 'ioredis';
 import { auditRedis, waitReady } from '../audit/build-audit.js';
-import { SqlNormalizer } from '../audit/normalize-sql.js';
+import type { SqlNormalizer } from '../audit/normalize-sql.js';
 import type { Config } from '../config/schema.js';
 import { splitHostPort } from '../config/load.js';
 import { approvalExposureProblem, approvalsEnabled } from '../config/startup-checks.js';
@@ -99,7 +99,7 @@ export interface Holder {
   close(): Promise<void>;
 }
 
-export async function startHolder(config: Config, log: Logger, instance: string): Promise<Holder> {
+export async function startHolder(config: Config, log: Logger, instance: string, normalizer: SqlNormalizer): Promise<Holder> {
   const backend = await openBackend(config, log);
   const { store } = backend;
   const waiter = new VerdictWaiter(backend.events, log);
@@ -107,7 +107,6 @@ export async function startHolder(config: Config, log: Logger, instance: string)
   const metrics = new ApprovalMetrics();
   let page = pageUrl(config);
   const webhook = config.approval.webhook ? new Webhook({ url: config.approval.webhook.url, timeoutMs: config.approval.webhook.timeoutMs, pageUrl: () => page, log }) : null;
-  const normalizer = new SqlNormalizer();
   return {
     metrics,
     usePageUrl: (url) => {

@@ -137,6 +137,7 @@ export async function withAudit(
   rules: RulesStore,
   log: Logger,
   workerId = 0,
+  normalizer = new SqlNormalizer(),
 ): Promise<AuditSetup> {
   const build = typeof inner === 'function' ? inner : () => inner;
   const opened = await openAuditSink(config, log, workerId);
@@ -145,7 +146,7 @@ export async function withAudit(
     return { judge: build(null), sink: null, close: async () => {} };
   }
   const { sink } = opened;
-  const judge = new AuditingJudge(build(approvalAuditOf(sink)), sink, new SqlNormalizer(), () => rules.current.version, log, config.audit.wait);
+  const judge = new AuditingJudge(build(approvalAuditOf(sink)), sink, normalizer, () => rules.current.version, log, config.audit.wait);
   const policy = rules.current;
   judge.fireAndForget({ type: 'rules.reloaded', version: policy.version, trigger: 'startup', files: policy.files, rules: policy.rules.length });
   rules.onChange((p, change) =>

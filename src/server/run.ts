@@ -1,3 +1,4 @@
+import { SqlNormalizer } from '../audit/normalize-sql.js';
 import cluster from 'node:cluster';
 import { createHmac } from 'node:crypto';
 import { AgentDirectory } from '../identity/agent-directory.js';
@@ -64,15 +65,17 @@ async function buildJudge(
   workerId: number,
 ): Promise<{ audit: AuditSetup; holder: Holder | null; agents: AgentDirectory | undefined; close(): Promise<void> }> {
   const { judge: policyJudge, rules } = await buildPolicyJudge(config, log);
-  const holder = approvalsEnabled(config) ? await startHolder(config, log, instanceName(config, workerId)) : null;
+  // One normalizer (and its caches) for the audit log, held requests and masked-statement entries.
+  const normalizer = new SqlNormalizer();
+  const holder = approvalsEnabled(config) ? await startHolder(config, log, instanceName(config, workerId), normalizer) : null;
   if (!holder && config.approval.enabled) log.warn('approvals need Redis (redisUrl): statements that need review are refused');
   const catalog = createMaskCatalog(config, log);
   const key = maskingKey(config, log);
   const inner = (a: ApprovalAudit | null): RequestJudge => {
-    const masking = new MaskingJudge(policyJudge, { policy: rules, catalog, key, audit: a, log });
+    const masking = new MaskingJudge(policyJudge, { policy: rules, catalog, key, audit: a, log, normalizer });
     return holder ? holder.wrap(masking, a, rules) : masking;
   };
-  const audit = await withAudit(config, inner, rules, log, workerId);
+  const audit = await withAudit(config, inner, rules, log, workerId, normalizer);
   const agents = config.identity.mode === 'agents' ? new AgentDirectory(rules, config.identity, log, createHmac('sha256', key).update('pgwarden scram mock salt v1').digest()) : undefined;
   const close = async () => {
     await holder?.close();
